@@ -1,0 +1,1 @@
+"""Numba kernels of nd2gpu (installed as ``nd2gpu.kernels``)."""

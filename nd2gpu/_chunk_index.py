@@ -1,0 +1,151 @@
+"""Raw chunk access: a memory-mapped ND2 file and its chunk map, read in one pass."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from pathlib import Path
+
+from ._chunk_format import (
+    CHUNK_HEADER,
+    CHUNK_MAGIC,
+    CHUNKMAP_ENTRY,
+    CHUNKMAP_LOCATION,
+    CHUNKMAP_SIGNATURE,
+    FILEMAP_SIGNATURE,
+)
+from ._errors import DecodeError
+
+
+class ChunkIndex:
+    """Map of chunk name to header offset for one ND2 file, with bounded reads.
+
+    The file is memory-mapped read-only; the chunk map at its end is parsed once,
+    when the index is made.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ND2 file.
+
+    Raises
+    ------
+    DecodeError
+        If the chunk map is missing or corrupt.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        with open(self.path, "rb") as fh:
+            self.size = os.fstat(fh.fileno()).st_size
+            self._mm: mmap.mmap | None = (
+                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                if self.size
+                else None
+            )
+        try:
+            self.offsets = self._read_chunk_map()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        """Whether the memory map has been released."""
+        return self._mm is None
+
+    def close(self) -> None:
+        """Release the memory map (idempotent)."""
+        with self._lock:
+            if self._mm is not None:
+                self._mm.close()
+                self._mm = None
+
+    def __enter__(self) -> ChunkIndex:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        mm = getattr(self, "_mm", None)
+        if mm is not None:
+            mm.close()
+
+    def __contains__(self, name: bytes) -> bool:
+        return name in self.offsets
+
+    def _error(self, reason: str, offset: int) -> DecodeError:
+        return DecodeError(reason, path=self.path, offset=offset, where="file")
+
+    def _bytes(self, start: int, stop: int) -> bytes:
+        with self._lock:
+            if self._mm is None:
+                raise ValueError(f"ND2 file {str(self.path)!r} is closed")
+            return self._mm[start:stop]
+
+    def _read_chunk_map(self) -> dict[bytes, int]:
+        tail = CHUNKMAP_LOCATION.size
+        if self.size < tail:
+            raise self._error("file too short for an ND2 chunk map", 0)
+        signature, location = CHUNKMAP_LOCATION.unpack(
+            self._bytes(self.size - tail, self.size)
+        )
+        if signature != CHUNKMAP_SIGNATURE:
+            raise self._error("no chunk-map signature at the end", self.size - tail)
+        data = self.chunk_data_at(location, expect_name=FILEMAP_SIGNATURE)
+        offsets: dict[bytes, int] = {}
+        pos = 0
+        while True:
+            end = data.find(b"!", pos)
+            if end < 0:
+                raise self._error(
+                    "chunk map ends without its end marker", location + pos
+                )
+            name = data[pos : end + 1]
+            if name == CHUNKMAP_SIGNATURE:
+                return offsets
+            entry_end = end + 1 + CHUNKMAP_ENTRY.size
+            if entry_end > len(data):
+                raise self._error("chunk map entry is truncated", location + pos)
+            offset, _size = CHUNKMAP_ENTRY.unpack(data[end + 1 : entry_end])
+            offsets[name] = offset
+            pos = entry_end
+
+    def chunk_data_at(self, offset: int, expect_name: bytes | None = None) -> bytes:
+        """Data of the chunk whose header starts at ``offset``.
+
+        Like the reference reader, data that the header claims past the end of the
+        file is cut at the end of the file.
+
+        Raises
+        ------
+        DecodeError
+            If no chunk header lies at ``offset`` (or it lies past the file's end),
+            or the chunk's name is not ``expect_name``.
+        """
+        header_end = offset + CHUNK_HEADER.size
+        if offset < 0 or header_end > self.size:
+            raise self._error(
+                f"chunk offset {offset} is past the end of the file "
+                f"({self.size} bytes)",
+                offset,
+            )
+        magic, name_len, data_len = CHUNK_HEADER.unpack(self._bytes(offset, header_end))
+        if magic != CHUNK_MAGIC:
+            raise self._error(f"no chunk header at offset {offset}", offset)
+        if expect_name is not None:
+            name = self._bytes(header_end, header_end + name_len)
+            if not name.startswith(expect_name):
+                raise self._error(
+                    f"expected chunk {expect_name!r} at offset {offset}", offset
+                )
+        start = header_end + name_len
+        return self._bytes(min(start, self.size), min(start + data_len, self.size))
+
+    def read(self, name: bytes) -> bytes | None:
+        """Data of the chunk called ``name``, or None if the map does not list it."""
+        offset = self.offsets.get(name)
+        return None if offset is None else self.chunk_data_at(offset)

@@ -1,0 +1,67 @@
+"""Shared fixtures: ND2 files written by nd2gpu.write_nd2 and checked against nd2."""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+
+
+def _cuda_driver_present() -> bool:
+    return ctypes.util.find_library("cuda") is not None or os.path.exists(
+        "/dev/nvidiactl"
+    )
+
+
+# Without a GPU the CUDA kernels are tested under numba's simulator. numba reads
+# this variable when it is first imported, so it is set before anything imports it.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _cuda_driver_present():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from nd2gpu._writer import write_nd2  # noqa: E402
+
+
+def random_labels(
+    rng: np.random.Generator, shape: tuple[int, ...], max_id: int = 300
+) -> np.ndarray:
+    """Blocky random label images: rectangles of ids on a background of zeros."""
+    out = np.zeros(shape, np.uint16)
+    frames = out.reshape(-1, *shape[-2:])
+    ny, nx = shape[-2:]
+    for frame in frames:
+        for _ in range(int(rng.integers(0, 8))):
+            y0, x0 = rng.integers(0, ny), rng.integers(0, nx)
+            h, w = rng.integers(1, ny + 1), rng.integers(1, nx + 1)
+            frame[y0 : y0 + h, x0 : x0 + w] = rng.integers(1, max_id + 1)
+        if rng.random() < 0.3:
+            frame[rng.random(frame.shape) < 0.2] = rng.integers(1, max_id + 1)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261124)
+
+
+@pytest.fixture
+def make_nd2(tmp_path, rng):
+    """Write an ND2 file of random labels; returns ``(path, {name: labels})``."""
+
+    def make(
+        loops=(("T", 2), ("Z", 3)),
+        layers=("cells", "nuclei"),
+        frame_shape=(13, 17),
+        name="f.nd2",
+        max_id=300,
+    ):
+        counts = tuple(c for _, c in loops)
+        labels = {
+            layer: random_labels(rng, counts + tuple(frame_shape), max_id)
+            for layer in layers
+        }
+        path = write_nd2(tmp_path / name, labels, loops=list(loops))
+        return path, labels
+
+    return make
