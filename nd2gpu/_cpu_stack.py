@@ -11,7 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._errors import DecodeError
-from ._frame_decode import FrameHeader, decode_into, parse_header, warn_version
+from ._frame_decode import (
+    EXPECTED_VERSION,
+    FrameHeader,
+    decode_into,
+    parse_header,
+    warn_version,
+)
 from ._mask_source import LayerMeta, MaskSource
 
 
@@ -117,7 +123,13 @@ def decode_frames_cpu(
             futures = [thread_pool().submit(run, job, index) for job in jobs]
             wait(futures)
             headers = [f.result() for f in futures]
+    decoded = [(j, h) for j, h in zip(jobs, headers, strict=True) if h is not None]
+    warn_versions([j for j, _ in decoded], [h for _, h in decoded])
+
+
+def warn_versions(jobs: Sequence[FrameJob], headers: Sequence[FrameHeader]) -> None:
+    """Warn once, naming the first frame whose version word is not 3."""
     for job, header in zip(jobs, headers, strict=True):
-        if header is not None and header.version != 3:
+        if header.version != EXPECTED_VERSION:
             warn_version(header, f" in frame {job.seq} of layer {job.layer.name!r}")
-            break
+            return

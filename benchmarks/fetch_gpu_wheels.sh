@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run HERE (a machine with PyPI) before a GPU session: downloads into .whl/ the
+# pure-Python and manylinux wheels that the GPU machine lacks (it has CuPy, numba,
+# numba-cuda, pytest, hypothesis, ... but no nd2 and no network). .whl/ is ignored
+# by git; the device tool carries it (carry: [".whl"]).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .whl && mkdir -p .whl
+python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp --platform manylinux_2_28_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+  nd2==0.12.0 ome-types resource-backed-dask-array dask isal pydantic \
+  pydantic-core annotated-types typing-inspection xsdata partd locket \
+  distributed tblib zict tornado
+du -sh .whl

@@ -1,0 +1,153 @@
+"""Decode many frames straight into one CUDA block.
+
+Frames are inflated and parsed on the CPU (thread pool, as for the NumPy path)
+into run tables, batch by batch; each batch's table is copied to the GPU and
+expanded there into the block, which was allocated and zeroed once on the device.
+While batch k expands on the GPU, batch k+1 is inflated and parsed. No dense mask
+crosses PCIe: only run tables do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, wait
+
+import numpy as np
+
+from ._cpu_stack import FrameJob, thread_pool, warn_versions, with_context
+from ._errors import DecodeError
+from ._frame_decode import FrameHeader, inflate_frame, parse_runs, thread_buffers
+from ._mask_source import MaskSource
+from .kernels import _parse_kernels as pk
+from .kernels._overlap_kernels import make_non_overlapping
+from .kernels._run_table import RunTable
+
+#: A batch holds at most this many frames, or this many runs (whichever first):
+#: bounded host and device staging memory, and enough batches to overlap the CPU
+#: and GPU halves of the pipeline.
+BATCH_FRAMES = 16
+BATCH_RUNS = 1 << 22
+
+#: One parsed frame: its runs (starts, lengths, values), header and frame base.
+FrameRuns = tuple[np.ndarray, np.ndarray, np.ndarray, FrameHeader, int]
+
+
+def parse_frame(
+    source: MaskSource,
+    index: object,
+    job: FrameJob,
+    frame_shape: tuple[int, int],
+    frame_base: int,
+) -> FrameRuns | None:
+    """Inflate and parse one frame into its own (starts, lengths, values) arrays."""
+    data = source.payload(index, job.layer.file_tag, job.seq)
+    if data is None:
+        return None
+    try:
+        header, words = inflate_frame(data)
+        if header.shape != frame_shape:
+            raise DecodeError(
+                f"frame is {header.nrows}x{header.ncols} but the layer's frames "
+                f"are {frame_shape[0]}x{frame_shape[1]}",
+                offset=4,
+            )
+        buffers = thread_buffers()
+        buffers.reserve(pk.max_runs(words.shape[0]))
+        n, _ = parse_runs(words, header, buffers, frame_base=frame_base)
+    except DecodeError as e:
+        raise with_context(e, source, job.layer, job.seq) from None
+    return (
+        buffers.starts[:n].copy(),
+        buffers.lengths[:n].copy(),
+        buffers.values[:n].copy(),
+        header,
+        frame_base,
+    )
+
+
+def assemble(
+    parsed: Sequence[FrameRuns | None], frame_pixels: int
+) -> tuple[RunTable, list[FrameHeader]]:
+    """Concatenate per-frame runs into one batch table without overlapping runs."""
+    present = [p for p in parsed if p is not None]
+    counts = np.array([len(p[0]) for p in present], dtype=np.int64)
+    ends = np.cumsum(counts)
+    bases = np.array([p[4] for p in present], dtype=np.int64)
+    bounds = np.stack([ends - counts, ends, bases], axis=1).reshape(-1, 3)
+    if present:
+        table = RunTable.from_runs(
+            np.concatenate([p[0] for p in present]),
+            np.concatenate([p[1] for p in present]),
+            np.concatenate([p[2] for p in present]),
+        )
+    else:
+        table = RunTable.from_runs([], [], [])
+    table = make_non_overlapping(table, bounds, frame_pixels)
+    return table, [p[3] for p in present]
+
+
+def batches(jobs: Sequence[FrameJob], sizes: Sequence[int]) -> Iterator[list[int]]:
+    """Group job indices into batches bounded in frames and (estimated) runs."""
+    batch: list[int] = []
+    runs = 0
+    for i, size in enumerate(sizes):
+        if batch and (len(batch) >= BATCH_FRAMES or runs + size > BATCH_RUNS):
+            yield batch
+            batch, runs = [], 0
+        batch.append(i)
+        runs += size
+    if batch:
+        yield batch
+
+
+def decode_frames_cuda(
+    source: MaskSource, jobs: Sequence[FrameJob], shape: tuple[int, int, int]
+) -> object:
+    """Decode ``jobs`` into a new zeroed ``shape`` uint16 block on the GPU.
+
+    Returns
+    -------
+    cupy.ndarray or numba device array
+        CuPy when installed; a numba device array under the CUDA simulator.
+    """
+    from ._cuda_backend import allocate_output, shared_expander
+
+    frame_shape = (shape[1], shape[2])
+    frame_pixels = shape[1] * shape[2]
+    d_out = allocate_output(shape)
+    expander = shared_expander()
+    pool = thread_pool()
+    headers: list[FrameHeader] = []
+    version_jobs: list[FrameJob] = []
+
+    with source.reading() as index:
+
+        def submit(batch: list[int]) -> list[Future]:
+            return [
+                pool.submit(
+                    parse_frame,
+                    source,
+                    index,
+                    jobs[i],
+                    frame_shape,
+                    jobs[i].slot * frame_pixels,
+                )
+                for i in batch
+            ]
+
+        # Without the payload sizes at hand, batches are bounded by frame count.
+        groups = list(batches(jobs, [0] * len(jobs)))
+        pending = submit(groups[0]) if groups else []
+        for k in range(len(groups)):
+            wait(pending)
+            parsed = [f.result() for f in pending]
+            pending = submit(groups[k + 1]) if k + 1 < len(groups) else []
+            table, batch_headers = assemble(parsed, frame_pixels)
+            expander.expand(d_out, table)
+            headers += batch_headers
+            version_jobs += [
+                jobs[i] for i, p in zip(groups[k], parsed, strict=True) if p
+            ]
+        expander.synchronize()
+    warn_versions(version_jobs, headers)
+    return d_out
