@@ -48,6 +48,10 @@ def _import_cupy() -> ModuleType:
     return cupy
 
 
+def _cupy_installed() -> bool:
+    return importlib.util.find_spec("cupy") is not None
+
+
 def _is_simulator(cuda: ModuleType) -> bool:
     # The simulator is chosen once, when numba.cuda is first imported; its API
     # functions live in numba.cuda.simulator.
@@ -62,13 +66,15 @@ def _simulator_possible() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _probe() -> _Probe:
-    if not _simulator_possible() and importlib.util.find_spec("cupy") is None:
+    if not _simulator_possible() and not _cupy_installed():
         # Fast answer on CPU-only machines, without importing numba.cuda.
         return _Probe(False, f"CuPy is not installed; {INSTALL_HINT}", False)
     try:
         cuda = _import_numba_cuda()
     except ImportError as exc:
         return _Probe(False, f"numba-cuda is not usable ({exc}); {INSTALL_HINT}", False)
+    except Exception as exc:  # e.g. CUDA bindings that do not match the driver
+        return _Probe(False, f"numba-cuda failed to import ({exc})", False)
     if _is_simulator(cuda):
         return _Probe(
             True, "numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1), no CuPy", True
