@@ -122,6 +122,19 @@ def floor_fn(path: Path) -> Callable[[], object]:
     return run
 
 
+def bench_inflaters(path: Path, n_frames: int, repeats: int) -> dict[str, float]:
+    """Single-thread inflate ms/frame of each installed inflater (how isal won)."""
+    data = payloads(path)
+    return {
+        f"inflate_{name}_ms": median_seconds(
+            lambda m=module: [m.decompress(p) for p in data], repeats
+        )
+        * 1e3
+        / n_frames
+        for name, module in _inflate.available_inflaters().items()
+    }
+
+
 def read_nd2(path: Path) -> np.ndarray:
     with nd2.ND2File(path) as f:
         return np.asarray(f.binary_data)
@@ -175,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.workloads.split(","):
             path, stats = build(Path(tmp), name, args.frames)
             row = {**stats, **bench_cpu(path, args.frames, args.repeats)}
+            row.update(bench_inflaters(path, args.frames, args.repeats))
             if "cuda" in devices:
                 from gpu_bench import bench_cuda
 
@@ -209,6 +223,18 @@ def markdown_table(report: dict, devices: list[str]) -> str:
             f"| {r['floor_ms']:.3f} | {r['speedup_vs_nd2']:.0f}x "
             f"| {r['cpu_over_floor']:.2f} |"
         )
+    names = [
+        k for k in next(iter(report["workloads"].values())) if k.startswith("inflate_")
+    ]
+    lines += [
+        "",
+        "Single-thread inflate, ms/frame (how the inflater was chosen):",
+        "",
+        "| workload | " + " | ".join(n[8:-3] for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for name, r in report["workloads"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
     if "cuda" in devices:
         lines += [
             "",

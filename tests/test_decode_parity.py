@@ -12,6 +12,7 @@ from nd2._binary import decode_binary_mask as reference_decode
 from streams import payload, stream_words
 
 import nd2gpu
+from nd2gpu import _inflate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Expected")
 
@@ -150,8 +151,6 @@ def test_version_other_than_3_warns_like_reference():
 
 
 def test_zip_bomb_is_refused_before_inflating_it_all(monkeypatch):
-    from nd2gpu import _inflate
-
     monkeypatch.setattr(_inflate, "MIN_INFLATE_CAP", 4096)
     words = stream_words(2, 2, [])
     bomb = payload(np.concatenate([words, np.zeros(1 << 20, "<u4")]))
@@ -164,3 +163,27 @@ def test_huge_frame_claim_is_refused_before_allocating():
     words[1] = words[2] = 100_000
     with pytest.raises(nd2gpu.DecodeError, match="100000x100000"):
         nd2gpu.decode_binary_mask(payload(words))
+
+
+@pytest.mark.parametrize("name", sorted(_inflate.available_inflaters()))
+def test_every_inflater_gives_the_same_answers(monkeypatch, name):
+    monkeypatch.setattr(_inflate, "_zlib", _inflate.available_inflaters()[name])
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        nrows, ncols = (int(v) for v in rng.integers(1, 20, 2))
+        masks = [
+            (
+                int(rng.integers(0, 0x10000)),
+                [
+                    (int(rng.integers(0, nrows)), [tuple(rng.integers(0, 25, 2))])
+                    for _ in range(int(rng.integers(0, 4)))
+                ],
+            )
+            for _ in range(int(rng.integers(0, 4)))
+        ]
+        data = payload(stream_words(nrows, ncols, masks))
+        assert isinstance(assert_same_as_reference(data), np.ndarray)
+        corrupt = bytearray(data)
+        corrupt[int(rng.integers(0, len(corrupt)))] ^= 1 << int(rng.integers(0, 8))
+        assert_same_as_reference(bytes(corrupt))
+        assert_same_as_reference(data[: int(rng.integers(0, len(data)))])
