@@ -1,0 +1,266 @@
+"""Dask arrays of binary layers, decoded block by block, on any worker.
+
+Each block is a run of consecutive frames (sequence indices) of one layer, with
+``(Y, X)`` whole. A block's task holds only plain values (the file's path, the
+layer's file tag, the device and the frames), so the graph pickles and runs on
+any worker that can read the file: the worker opens the file, decodes the
+frames, closes the file and returns the block.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._device import resolve_device
+from ._errors import DecodeError
+
+if TYPE_CHECKING:
+    from ._layers import BinaryLayer, BinaryLayers
+
+__all__ = ["decode_frames_from_file", "layer_to_dask", "layers_to_dask"]
+
+
+def decode_frames_from_file(
+    path: str, file_tag: str, device: str, seqs: Sequence[int], shape: tuple[int, ...]
+) -> Any:
+    """Decode frames ``seqs`` of one layer of the ND2 file at ``path``.
+
+    The task function of the dask arrays built by ``layer_to_dask`` and
+    ``layers_to_dask``: it opens the file itself, so it runs in any process.
+
+    Parameters
+    ----------
+    path : str
+        The ND2 file.
+    file_tag : str
+        The layer's ``file_tag`` (which layer of the file).
+    device : {"cpu", "cuda"}
+        Where to decode.
+    seqs : sequence of int
+        The frames (sequence indices) to decode.
+    shape : tuple of int
+        The block's shape; ``len(seqs) * Y * X`` elements.
+
+    Returns
+    -------
+    numpy.ndarray or cupy.ndarray
+        The decoded frames, reshaped to ``shape``: NumPy on "cpu", CuPy on "cuda".
+
+    Raises
+    ------
+    ValueError
+        If the file has no binary layer with this file tag.
+    """
+    from ._nd2file import ND2File
+
+    with ND2File(path, device=device) as f:
+        layer = next(
+            (lay for lay in f.binary_data or () if lay.file_tag == file_tag), None
+        )
+        if layer is None:
+            raise ValueError(f"{path!r} has no binary layer with file tag {file_tag!r}")
+        block = layer.decode(seqs, device)
+    return block.reshape(shape)
+
+
+def _loop_chunks(
+    coordinate_shape: tuple[int, ...], frames_per_chunk: int
+) -> tuple[tuple[int, ...], ...]:
+    """Chunks of the loop axes so that every block is a run of consecutive frames.
+
+    Inner axes are taken whole while the block stays within ``frames_per_chunk``
+    frames; the next axis out is cut into pieces that fit, the outer ones into 1s.
+    """
+    if isinstance(frames_per_chunk, bool) or not isinstance(
+        frames_per_chunk, (int, np.integer)
+    ):
+        raise TypeError(
+            f"frames_per_chunk must be an int, not {type(frames_per_chunk).__name__}"
+        )
+    if frames_per_chunk < 1:
+        raise ValueError(f"frames_per_chunk must be >= 1, not {frames_per_chunk}")
+    sizes = [1] * len(coordinate_shape)
+    frames = 1
+    for axis in reversed(range(len(coordinate_shape))):
+        count = coordinate_shape[axis]
+        if frames * count <= frames_per_chunk:
+            sizes[axis] = count
+            frames *= count
+        else:
+            sizes[axis] = frames_per_chunk // frames
+            break
+    chunks = []
+    for count, size in zip(coordinate_shape, sizes, strict=True):
+        full, rest = divmod(count, size)
+        chunks.append((size,) * full + ((rest,) if rest else ()))
+    return tuple(chunks)
+
+
+def _blocks(
+    coordinate_shape: tuple[int, ...], loop_chunks: tuple[tuple[int, ...], ...]
+) -> list[tuple[tuple[int, ...], range, tuple[int, ...]]]:
+    """``(block index, frames, block loop shape)`` of every block, in C order."""
+    starts = [np.cumsum((0, *c[:-1])).tolist() for c in loop_chunks]
+    out = []
+    for index in np.ndindex(*(len(c) for c in loop_chunks)):
+        first = tuple(starts[axis][i] for axis, i in enumerate(index))
+        shape = tuple(loop_chunks[axis][i] for axis, i in enumerate(index))
+        seq = int(np.ravel_multi_index(first, coordinate_shape)) if first else 0
+        out.append((index, range(seq, seq + math.prod(shape)), shape))
+    return out
+
+
+def _meta(ndim: int, device: str) -> Any:
+    if device == "cuda":
+        try:
+            import cupy
+        except ImportError:
+            # numba's CUDA simulator without CuPy: blocks are numba device
+            # arrays, which dask cannot use as meta.
+            pass
+        else:
+            return cupy.empty((0,) * ndim, dtype=np.uint16)
+    return np.empty((0,) * ndim, dtype=np.uint16)
+
+
+def _file_token(path: str) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return path, st.st_size, st.st_mtime_ns
+
+
+def _build(
+    layers: Sequence[BinaryLayer],
+    device: str | None,
+    frames_per_chunk: int,
+    stacked: bool,
+) -> Any:
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    first = layers[0]
+    request = device or first._device
+    # An explicit "cuda" is checked by each worker when it decodes, so that a
+    # client without a GPU can build graphs for GPU workers.
+    dev = "cuda" if request == "cuda" else resolve_device(request)
+    path = os.path.abspath(first._source.path)
+    coordinate_shape = tuple(first.coordinate_shape)
+    frame_shape = tuple(first.frame_shape)
+    loop_chunks = _loop_chunks(coordinate_shape, frames_per_chunk)
+    blocks = _blocks(coordinate_shape, loop_chunks)
+    tags = [layer.file_tag for layer in layers]
+    name = "nd2gpu-masks-" + tokenize(
+        _file_token(path), tags, dev, loop_chunks, frame_shape, stacked
+    )
+    dsk: dict[tuple, tuple] = {}
+    tail = (0,) * len(frame_shape)
+    for i, tag in enumerate(tags):
+        head = (i,) if stacked else ()
+        lead = (1,) if stacked else ()
+        for index, seqs, loop_shape in blocks:
+            dsk[(name, *head, *index, *tail)] = (
+                decode_frames_from_file,
+                path,
+                tag,
+                dev,
+                seqs,
+                (*lead, *loop_shape, *frame_shape),
+            )
+    chunks = (
+        *(((1,) * len(tags),) if stacked else ()),
+        *loop_chunks,
+        *((n,) for n in frame_shape),
+    )
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    return da.Array(graph, name, chunks, meta=_meta(len(chunks), dev))
+
+
+def layer_to_dask(
+    layer: BinaryLayer, device: str | None = None, frames_per_chunk: int = 1
+) -> Any:
+    """A dask array of one layer: ``layer.asarray()``'s shape, dtype and values.
+
+    Parameters
+    ----------
+    layer : BinaryLayer
+        The layer (its file may be closed: blocks reopen the file by path).
+    device : {"cpu", "cuda", "auto"}, optional
+        Where blocks are decoded; None uses the file's device. "cuda" gives CuPy
+        blocks, decoded on each worker's current GPU; it is checked by the
+        workers, not here (the meta is a CuPy array when CuPy is importable
+        here). "auto" is resolved here, on the caller's machine.
+    frames_per_chunk : int
+        The most frames in one block. A block is a run of consecutive frames:
+        the innermost loop axes are taken whole while the block stays within
+        this many frames, the next axis out is cut into pieces that fit, and the
+        outer axes into single steps. ``(Y, X)`` is always whole.
+
+    Returns
+    -------
+    dask.array.Array or None
+        Shape ``coordinate_shape + frame_shape``, uint16, or None when no frame
+        of the layer has a mask (as ``asarray`` returns None).
+
+    Examples
+    --------
+    >>> with nd2gpu.ND2File("cells.nd2") as f:  # doctest: +SKIP
+    ...     masks = f.binary_data[0].to_dask(device="cpu", frames_per_chunk=8)
+    >>> masks.max(axis=(-2, -1)).compute()  # doctest: +SKIP
+    """
+    if layer.frame_shape == (0, 0):
+        return None
+    return _build([layer], device, frames_per_chunk, stacked=False)
+
+
+def layers_to_dask(
+    layers: BinaryLayers, device: str | None = None, frames_per_chunk: int = 1
+) -> Any:
+    """A dask array of all layers: ``layers.asarray()``'s shape, dtype and values.
+
+    Layers without a mask in any frame are left out, as ``asarray`` leaves them
+    out. Blocks hold one layer each (chunks of 1 along the first axis).
+
+    Parameters
+    ----------
+    layers : BinaryLayers
+        The file's binary layers.
+    device : {"cpu", "cuda", "auto"}, optional
+        Where blocks are decoded; None uses the file's device.
+    frames_per_chunk : int
+        The most frames in one block (see ``layer_to_dask``).
+
+    Returns
+    -------
+    dask.array.Array
+        Shape ``(n_layers, *coordinate_shape, Y, X)``, uint16.
+
+    Raises
+    ------
+    ValueError
+        If no layer has a mask in any frame.
+    DecodeError
+        If the layers' frames differ in shape.
+
+    Examples
+    --------
+    >>> with nd2gpu.ND2File("cells.nd2") as f:  # doctest: +SKIP
+    ...     masks = f.binary_data.to_dask()
+    >>> masks[:, 0].compute()  # doctest: +SKIP
+    """
+    present = [layer for layer in layers if layer.frame_shape != (0, 0)]
+    if not present:
+        raise ValueError("no binary layer has a mask in any frame")
+    frame_shape = present[0].frame_shape
+    for layer in present[1:]:
+        if layer.frame_shape != frame_shape:
+            raise DecodeError(
+                f"layer {layer.name!r} has {layer.frame_shape} frames but layer "
+                f"{present[0].name!r} has {frame_shape}: they cannot be stacked",
+                path=layer._source.path,
+            )
+    return _build(present, device, frames_per_chunk, stacked=True)
