@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -40,6 +41,12 @@ def worker_count() -> int:
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
 
+
+#: A call whose output is smaller than this (pixels) decodes in the calling
+#: thread: handing tiny frames to the pool costs more than decoding them.
+INLINE_PIXELS = 1 << 20
+#: Contiguous groups of frames per pool thread (balance against hand-off cost).
+TASKS_PER_WORKER = 4
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -102,8 +109,9 @@ def decode_frames_cpu(
     """Decode ``jobs`` into the zeroed block ``out`` of shape ``(slots, Y, X)``.
 
     Frames without a mask stay zero. Every frame must have the block's frame
-    shape. Frames are decoded in parallel; the first error (in job order) is
-    raised as a ``DecodeError`` naming the file, layer and frame.
+    shape. Frames are decoded in parallel, in contiguous groups (tiny blocks in
+    the calling thread); the first error (in job order) is raised as a
+    ``DecodeError`` naming the file, layer and frame.
     """
     frame_shape = out.shape[1:]
 
@@ -116,13 +124,23 @@ def decode_frames_cpu(
         except DecodeError as e:
             raise with_context(e, source, job.layer, job.seq) from None
 
+    def run_all(chunk: Sequence[FrameJob], index) -> list[FrameHeader | None]:
+        return [run(job, index) for job in chunk]
+
+    n_tasks = 1
+    if out.size >= INLINE_PIXELS:
+        n_tasks = min(len(jobs), TASKS_PER_WORKER * worker_count())
     with source.reading() as index:
-        if len(jobs) == 1:
-            headers = [run(jobs[0], index)]
+        if n_tasks <= 1:
+            headers = run_all(jobs, index)
         else:
-            futures = [thread_pool().submit(run, job, index) for job in jobs]
+            bounds = [len(jobs) * i // n_tasks for i in range(n_tasks + 1)]
+            futures = [
+                thread_pool().submit(run_all, jobs[lo:hi], index)
+                for lo, hi in itertools.pairwise(bounds)
+            ]
             wait(futures)
-            headers = [f.result() for f in futures]
+            headers = [h for f in futures for h in f.result()]
     decoded = [(j, h) for j, h in zip(jobs, headers, strict=True) if h is not None]
     warn_versions([j for j, _ in decoded], [h for _, h in decoded])
 
