@@ -17,6 +17,10 @@ from ._chunk_format import (
 )
 from ._errors import DecodeError
 
+#: The largest chunk data length that is a valid size (``sys.maxsize`` on 64-bit
+#: platforms; nd2 cannot read a longer chunk either).
+MAX_CHUNK_BYTES = (1 << 63) - 1
+
 
 class ChunkIndex:
     """Map of chunk name to header offset for one ND2 file, with bounded reads.
@@ -39,7 +43,9 @@ class ChunkIndex:
         self.path = Path(path)
         self._lock = threading.Lock()
         with open(self.path, "rb") as fh:
-            self.size = os.fstat(fh.fileno()).st_size
+            #: ``os.stat_result`` of the file that was mapped.
+            self.stat = os.fstat(fh.fileno())
+            self.size = self.stat.st_size
             self._mm: mmap.mmap | None = (
                 mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
                 if self.size
@@ -124,7 +130,8 @@ class ChunkIndex:
         ------
         DecodeError
             If no chunk header lies at ``offset`` (or it lies past the file's end),
-            or the chunk's name is not ``expect_name``.
+            the chunk's name is not ``expect_name``, or its data length is not a
+            valid size (2**63 or more: the reference cannot read it either).
         """
         header_end = offset + CHUNK_HEADER.size
         if offset < 0 or header_end > self.size:
@@ -136,6 +143,10 @@ class ChunkIndex:
         magic, name_len, data_len = CHUNK_HEADER.unpack(self._bytes(offset, header_end))
         if magic != CHUNK_MAGIC:
             raise self._error(f"no chunk header at offset {offset}", offset)
+        if data_len > MAX_CHUNK_BYTES:
+            raise self._error(
+                f"chunk at offset {offset} claims {data_len} bytes of data", offset
+            )
         if expect_name is not None:
             name = self._bytes(header_end, header_end + name_len)
             if not name.startswith(expect_name):
@@ -144,6 +155,20 @@ class ChunkIndex:
                 )
         start = header_end + name_len
         return self._bytes(min(start, self.size), min(start + data_len, self.size))
+
+    def sequence_indices(self, prefix: bytes) -> list[int]:
+        """Sorted ``seq`` of every listed chunk named ``prefix + str(seq) + "!"``.
+
+        Costs one pass over the chunk names, whatever number of frames the
+        experiment claims (a corrupt one may claim billions).
+        """
+        found = []
+        for name in self.offsets:
+            if name.startswith(prefix):
+                digits = name[len(prefix) : -1]
+                if digits.isdigit() and digits.decode() == str(int(digits)):
+                    found.append(int(digits))
+        return sorted(found)
 
     def read(self, name: bytes) -> bytes | None:
         """Data of the chunk called ``name``, or None if the map does not list it."""

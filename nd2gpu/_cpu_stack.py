@@ -90,7 +90,7 @@ def layer_frame_shape(source: MaskSource, layer: LayerMeta) -> tuple[int, int]:
     Reads only that frame's header.
     """
     with source.reading() as index:
-        for seq in range(source.n_frames):
+        for seq in source.frames(index, layer.file_tag):
             data = source.payload(index, layer.file_tag, seq)
             if data is None:
                 continue

@@ -13,8 +13,9 @@ from ._inflate import inflate_payload, read_header
 from .kernels import _parse_kernels as pk
 
 #: The largest frame accepted (pixels). A header claiming more is hostile or corrupt:
-#: it is refused before anything is allocated for it.
-MAX_FRAME_PIXELS = 1 << 31
+#: it is refused before anything is allocated for it. Below 2**31 so that every run
+#: (at most one row long) fits the run table's int32 lengths.
+MAX_FRAME_PIXELS = (1 << 31) - 1
 EXPECTED_VERSION = 3
 
 _STATUS_REASONS = {
@@ -213,8 +214,11 @@ def decode_binary_mask(payload: bytes) -> np.ndarray:
     ------
     DecodeError
         If the payload is corrupt (bad zlib, truncated records, a row outside the
-        frame, an id above 65535, a zip bomb). The message gives the byte offset in
-        the inflated stream.
+        frame, an id above 65535, a zip bomb, a frame of more than
+        ``MAX_FRAME_PIXELS`` pixels). The message gives the byte offset in the
+        inflated stream.
+    MemoryError
+        If the frame the header claims is larger than this machine's memory.
 
     Examples
     --------
@@ -225,8 +229,11 @@ def decode_binary_mask(payload: bytes) -> np.ndarray:
     array([[0, 1, 1],
            [2, 2, 0]], dtype=uint16)
     """
+    from ._cpu_stack import check_allocation
+
     header = parse_header(bytes(payload))
     warn_version(header)
+    check_allocation(2 * header.n_pixels, None, f"a {header.shape} uint16 frame")
     out = np.zeros(header.shape, dtype=np.uint16)
     decode_into(bytes(payload), out)
     return out

@@ -7,6 +7,7 @@ All three release the GIL while inflating, so frames inflate in parallel threads
 
 from __future__ import annotations
 
+import os
 import zlib
 from contextlib import suppress
 from types import ModuleType
@@ -22,6 +23,22 @@ MIN_INFLATE_CAP = 64 << 20
 #: stream of non-overlapping runs needs at most 52 bytes per pixel (13 words); more
 #: is a zip bomb or garbage.
 INFLATE_BYTES_PER_PIXEL = 64
+#: Whatever the header says, a stream may not inflate to more than this share of
+#: the machine's physical memory (the run table needs about 3x the stream again):
+#: a bomb behind a header claiming a huge frame fails instead of exhausting memory.
+MEMORY_SHARE = 8
+
+
+def _memory_cap() -> int:
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 1 << 62
+    return max(MIN_INFLATE_CAP, physical // MEMORY_SHARE)
+
+
+#: The largest cap of any stream on this machine (see ``MEMORY_SHARE``).
+MEMORY_INFLATE_CAP = _memory_cap()
 
 
 def available_inflaters() -> dict[str, ModuleType]:
@@ -44,7 +61,8 @@ INFLATER_NAME, _zlib = next(iter(available_inflaters().items()))
 
 def inflate_cap(nrows: int, ncols: int) -> int:
     """Most bytes a frame's stream may inflate to, given its header's shape."""
-    return max(MIN_INFLATE_CAP, INFLATE_BYTES_PER_PIXEL * nrows * ncols)
+    need = max(MIN_INFLATE_CAP, INFLATE_BYTES_PER_PIXEL * nrows * ncols)
+    return min(need, MEMORY_INFLATE_CAP)
 
 
 def read_header(payload: bytes | memoryview) -> np.ndarray:
@@ -95,10 +113,13 @@ def inflate_payload(payload: bytes | memoryview, shape: tuple[int, int]) -> np.n
     except _zlib.error as e:
         raise DecodeError(f"corrupt zlib stream: {e}", offset=0) from None
     if over_cap:
+        limit = (
+            f"more than a {shape[0]}x{shape[1]} frame can need"
+            if cap < MEMORY_INFLATE_CAP
+            else f"1/{MEMORY_SHARE} of this machine's memory"
+        )
         raise DecodeError(
-            f"stream inflates past {cap} bytes, more than a "
-            f"{shape[0]}x{shape[1]} frame can need (zip bomb?)",
-            offset=cap,
+            f"stream inflates past {cap} bytes, {limit} (zip bomb?)", offset=cap
         )
     if not d.eof:
         raise DecodeError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from functools import cached_property
@@ -9,11 +10,19 @@ from typing import Any, overload
 
 import numpy as np
 
-from ._cpu_stack import FrameJob, layer_frame_shape
+from ._cpu_stack import FrameJob, check_allocation, layer_frame_shape
 from ._device import resolve_device
 from ._errors import DecodeError
 from ._mask_source import LayerMeta, MaskSource
 from ._pipeline import decode_block
+
+
+def check_block(
+    n_frames: int, frame_shape: tuple[int, ...], max_bytes: int | None
+) -> None:
+    """Refuse (MemoryError) a block too large, before any per-frame bookkeeping."""
+    shape = (n_frames, *frame_shape)
+    check_allocation(2 * math.prod(shape), max_bytes, f"a {shape} uint16 block")
 
 
 def _host(array: Any) -> np.ndarray:
@@ -201,23 +210,35 @@ class BinaryLayer(_DeviceArrayInterop):
 
     @cached_property
     def _host_frames(self) -> list[np.ndarray | None]:
-        with self._source.reading() as index:
-            present = [
-                self._source.payload(index, self.file_tag, seq) is not None
-                for seq in range(len(self))
-            ]
-        block = self._decode(device="cpu")
+        try:
+            block = self._decode(device="cpu")
+        except DecodeError:
+            # nd2 gives frames of different shapes as they are; a corrupt frame
+            # raises its own error again, decoded alone.
+            return [self._frame(seq, "cpu") for seq in range(len(self))]
         if block is None:
             return [None] * len(self)
+        with self._source.reading() as index:
+            present = {
+                seq
+                for seq in self._source.frames(index, self.file_tag)
+                if self._source.payload(index, self.file_tag, seq) is not None
+            }
         flat = block.reshape(-1, *self.frame_shape)
-        return [flat[i] if present[i] else None for i in range(len(self))]
+        return [flat[i] if i in present else None for i in range(len(self))]
+
+    def _present(self) -> list[int]:
+        """Sequence indices that have a chunk (only they can hold a mask)."""
+        with self._source.reading() as index:
+            return self._source.frames(index, self.file_tag)
 
     def _decode(self, device: str, max_bytes: int | None = None) -> Any:
         frame_shape = self.frame_shape
         if frame_shape == (0, 0):
             return None
         n = len(self)
-        jobs = [FrameJob(self._meta, seq, seq) for seq in range(n)]
+        check_block(n, frame_shape, max_bytes)
+        jobs = [FrameJob(self._meta, seq, seq) for seq in self._present()]
         block = decode_block(self._source, jobs, n, frame_shape, device, max_bytes)
         return block.reshape(self.coordinate_shape + frame_shape)
 
@@ -279,10 +300,14 @@ class BinaryLayer(_DeviceArrayInterop):
         for i in seqs:
             if not -n <= i < n:
                 raise IndexError(f"frame index {i} out of range for {n} frames")
-        jobs = [FrameJob(self._meta, seq % n, slot) for slot, seq in enumerate(seqs)]
         frame_shape = self.frame_shape
-        if frame_shape == (0, 0):
-            jobs = []
+        check_block(len(seqs), frame_shape, max_bytes)
+        present = set(self._present()) if frame_shape != (0, 0) else set()
+        jobs = [
+            FrameJob(self._meta, seq % n, slot)
+            for slot, seq in enumerate(seqs)
+            if seq % n in present
+        ]
         return decode_block(
             self._source,
             jobs,
@@ -383,10 +408,11 @@ class BinaryLayers(Sequence[BinaryLayer], _DeviceArrayInterop):
                 )
         first = layers[0]
         n = len(first)
+        check_block(len(layers) * n, frame_shape, max_bytes)
         jobs = [
             FrameJob(layer._meta, seq, i * n + seq)
             for i, layer in enumerate(layers)
-            for seq in range(n)
+            for seq in layer._present()
         ]
         block = decode_block(
             first._source,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 from collections.abc import Iterator
@@ -56,20 +57,28 @@ class MaskSource:
         self.n_frames = n_frames
         self._index: ChunkIndex | None = None
         self._lock = threading.Lock()
-        self._stat: tuple[int, int] | None = None
+        self._stat: tuple[int, ...] | None = None
         self._transient = False
+        #: Decode calls in flight on each shared index. An index closed while in
+        #: use is released by the last of them.
+        self._users: dict[ChunkIndex, int] = {}
 
     def open_index(self) -> ChunkIndex:
         """The live chunk index, opening the file if needed."""
         with self._lock:
-            if self._index is None or self._index.closed:
-                self._index = self._open()
-            return self._index
+            return self._shared_index()
+
+    def _shared_index(self) -> ChunkIndex:
+        if self._index is None or self._index.closed:
+            self._index = self._open()
+        return self._index
 
     def _open(self) -> ChunkIndex:
         index = ChunkIndex(self.path)
-        st = os.stat(self.path)
-        stat = (st.st_size, st.st_mtime_ns)
+        st = index.stat
+        # The inode too: a file replaced by a rename (as write_nd2 does) may have
+        # the same size and, within the clock's granularity, the same mtime.
+        stat = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if self._stat is None:
             self._stat = stat
         elif stat != self._stat:
@@ -80,36 +89,64 @@ class MaskSource:
         return index
 
     def close(self) -> None:
-        """Release the memory map (the source reopens on demand)."""
+        """Release the memory map (the source reopens on demand).
+
+        Decode calls still reading it keep it until the last one is done.
+        """
         with self._lock:
-            if self._index is not None:
-                self._index.close()
-                self._index = None
+            index, self._index = self._index, None
+            if index is not None and index not in self._users:
+                index.close()
 
     def detach(self) -> None:
         """The owning file closed: release the map; later reads reopen briefly."""
-        self._transient = True
+        with self._lock:
+            self._transient = True
         self.close()
 
     def attach(self) -> None:
         """The owning file (re)opened: keep the map open between reads."""
-        self._transient = False
+        with self._lock:
+            self._transient = False
 
     @contextmanager
     def reading(self) -> Iterator[ChunkIndex]:
         """Yield a chunk index for one decode call.
 
         While the owning file is open this is its shared index; after it closed,
-        a private one opened for this call alone.
+        a private one opened for this call alone. A call that started before
+        ``close()`` finishes on the index it got.
         """
-        if not self._transient:
-            yield self.open_index()
+        with self._lock:
+            shared = not self._transient
+            if shared:
+                index = self._shared_index()
+                self._users[index] = self._users.get(index, 0) + 1
+        if not shared:
+            index = self._open()
+            try:
+                yield index
+            finally:
+                index.close()
             return
-        index = self._open()
         try:
             yield index
         finally:
-            index.close()
+            with self._lock:
+                left = self._users.pop(index) - 1
+                if left:
+                    self._users[index] = left
+                elif index is not self._index:  # closed while in use
+                    index.close()
+
+    def frames(self, index: ChunkIndex, file_tag: str) -> list[int]:
+        """Sequence indices below ``n_frames`` that have a chunk, ascending.
+
+        Only these can have a mask; the others are None (zeros when stacked).
+        """
+        prefix = binary_frame_chunk_name(file_tag, 0)[:-2]
+        seqs = index.sequence_indices(prefix)
+        return seqs[: bisect.bisect_left(seqs, self.n_frames)]
 
     def payload(self, index: ChunkIndex, file_tag: str, seq: int) -> bytes | None:
         """The zlib stream of one frame, or None when the frame has no mask.

@@ -5,15 +5,74 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import nd2
 
+# nd2's public ``custom_data`` decodes every CustomDataVar chunk, so one corrupt
+# unrelated chunk would fail ``binary_data`` where nd2's own ``binary_data``
+# (which decodes only the BinaryMetadata_v1 chunk) succeeds. We therefore decode
+# that one chunk with the same variant decoders nd2's reader uses, and fall back
+# to the public ``custom_data`` if a future nd2 moves them.
+try:
+    from nd2._parse._clx_lite import json_from_clx_lite_variant
+    from nd2._parse._clx_xml import json_from_clx_variant
+except ImportError:  # pragma: no cover - depends on the nd2 version
+    json_from_clx_lite_variant = json_from_clx_variant = None
+
 from ._chunk_format import BINARY_METADATA_CHUNK
+from ._errors import DecodeError
 from ._layers import BinaryLayer, BinaryLayers
 from ._mask_source import LayerMeta, MaskSource
 
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def _binary_metadata_items(
+    chunk: bytes, source: MaskSource, custom_data: Callable[[], dict[str, Any]]
+) -> list[tuple[Any, Any]] | None:
+    """The sorted items of a ``BinaryMetadata_v1`` chunk, as nd2 decodes them.
+
+    The chunk is read by nd2gpu (cut at the end of the file like any chunk) and
+    decoded with nd2's own variant decoders, as ``nd2``'s reader does. Returns
+    None when the decoded chunk lacks the ``BinaryMetadata_v1`` tag.
+
+    Raises
+    ------
+    DecodeError
+        If the chunk cannot be decoded or its items are not a mapping.
+    """
+    try:
+        if json_from_clx_variant is None or json_from_clx_lite_variant is None:
+            decoded = custom_data()["BinaryMetadata_v1"]
+        elif chunk.startswith(b"<"):
+            decoded = json_from_clx_variant(chunk, strip_prefix=True)
+        else:
+            decoded = json_from_clx_lite_variant(chunk, strip_prefix=True)
+        if not isinstance(decoded, dict):
+            raise TypeError(f"decoded to {type(decoded).__name__}, not a mapping")
+        if "BinaryMetadata_v1" not in decoded:
+            return None
+        return sorted(decoded["BinaryMetadata_v1"].items())
+    except Exception as e:
+        raise DecodeError(
+            f"cannot decode the binary-layer metadata chunk ({e!r})",
+            path=source.path,
+            where="file",
+        ) from e
+
+
+def _layer_meta(item: Any, source: MaskSource) -> LayerMeta:
+    try:
+        return LayerMeta.from_item(item)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DecodeError(
+            f"a binary-layer metadata item lacks a Name or FileTag ({e!r})",
+            path=source.path,
+            where="file",
+        ) from e
 
 
 class ND2File(nd2.ND2File):
@@ -82,21 +141,24 @@ class ND2File(nd2.ND2File):
 
     def _source(self) -> MaskSource:
         if self._mask_source is None:
-            n_frames = math.prod(loop.count for loop in self.experiment)
-            self._mask_source = MaskSource(self.path, n_frames)
+            self._mask_source = source = MaskSource(self.path, 0)
+            # An unclosed file that is garbage-collected releases its map too.
+            weakref.finalize(self, source.detach)
             if self.closed:
-                self._mask_source.detach()
+                source.detach()
         return self._mask_source
 
     def _load_binary_layers(self) -> BinaryLayers | None:
         if self.is_legacy:
             return None
+        # The same steps in the same order as nd2's binary_data: metadata chunk,
+        # its items, then the experiment loops.
         source = self._source()
         with source.reading() as index:
             if BINARY_METADATA_CHUNK not in index:
                 return None
-        decoded = self.custom_data.get("BinaryMetadata_v1") or {}
-        items = decoded.get("BinaryMetadata_v1")
+            chunk = index.read(BINARY_METADATA_CHUNK)
+        items = _binary_metadata_items(chunk or b"", source, lambda: self.custom_data)
         if items is None:
             warnings.warn(
                 f"{self.path!r} has a BinaryMetadata_v1 chunk without the "
@@ -105,15 +167,12 @@ class ND2File(nd2.ND2File):
             )
             return None
         coordinate_shape = tuple(loop.count for loop in self.experiment)
+        metas = [_layer_meta(item, source) for _, item in items]
+        source.n_frames = math.prod(coordinate_shape)
         return BinaryLayers(
             [
-                BinaryLayer(
-                    LayerMeta.from_item(item),
-                    source,
-                    coordinate_shape,
-                    self._device_request,
-                )
-                for _, item in sorted(items.items())
+                BinaryLayer(meta, source, coordinate_shape, self._device_request)
+                for meta in metas
             ]
         )
 

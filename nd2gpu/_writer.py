@@ -50,6 +50,8 @@ from nd2gpu._rle_encode import check_label_values, encode_mask_chunk
 
 __all__ = ["write_nd2"]
 
+#: Loop counts, frame counts and frame sides are stored as uint32.
+UINT32_MAX: Final = 0xFFFFFFFF
 #: Loop letter (as in ``nd2.ND2File.sizes``) -> ``eType`` of the experiment loop.
 LOOP_TYPES: Final = {"T": 1, "P": 2, "Z": 4}
 FILE_VERSION: Final = b"Ver3.0"
@@ -113,8 +115,11 @@ def write_nd2(
     ValueError
         If ``labels`` is empty, shapes disagree with each other or with
         ``loops``, a label id is negative or above 65535, a loop letter is
-        unknown or repeated, a count is below 1, or a layer name holds a NUL
-        character (the names are stored as NUL-terminated UTF-16).
+        unknown or repeated, a count is below 1, a count, the number of frames
+        or a frame side does not fit the file's uint32 fields, a layer name holds
+        a NUL character (the names are stored as NUL-terminated UTF-16), or an
+        input array is a memory map of the file at ``path`` (which is being
+        replaced). Nothing is written then.
     IsADirectoryError
         If ``path`` is an existing directory.
 
@@ -148,6 +153,11 @@ def write_nd2(
     layers = _check_labels(labels, counts)
     frame_shape = next(iter(layers.values())).shape[-2:]
     pixels = _check_image(image, counts + frame_shape)
+    _refuse_own_input(
+        target,
+        [(f"labels[{name!r}]", arr) for name, arr in layers.items()]
+        + ([] if image is None else [("image", np.asarray(image))]),
+    )
 
     # Everything that can fail on user input is encoded before the file exists.
     n_frames = math.prod(counts)
@@ -213,7 +223,18 @@ def _check_loops(loops: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
             raise TypeError(f"loop {letter!r} count must be an int, got {count!r}")
         if count < 1:
             raise ValueError(f"loop {letter!r} count must be >= 1, got {count}")
+        if count > UINT32_MAX:
+            raise ValueError(
+                f"loop {letter!r} count {count} does not fit an ND2 file "
+                f"(at most {UINT32_MAX})"
+            )
         out.append((letter, int(count)))
+    n_frames = math.prod(count for _, count in out)
+    if n_frames > UINT32_MAX:
+        raise ValueError(
+            f"loops {out} make {n_frames} frames, more than an ND2 file holds "
+            f"({UINT32_MAX})"
+        )
     return out
 
 
@@ -233,7 +254,9 @@ def _check_labels(
             raise TypeError(f"layer names must be str, got {name!r}")
         arr = np.asarray(value)
         what = f"labels[{name!r}]"
-        check_label_values(arr, what)
+        if arr.dtype.kind not in "biu":
+            check_label_values(arr, what)  # raises TypeError naming the dtype
+        # Shapes first: checking the values of a huge (broadcast) array is slow.
         if arr.ndim != len(counts) + 2 or arr.shape[: len(counts)] != counts:
             raise ValueError(
                 f"{what} has shape {arr.shape}, but loops {counts} need shape "
@@ -241,6 +264,11 @@ def _check_labels(
             )
         if 0 in arr.shape[-2:]:
             raise ValueError(f"{what} has an empty frame shape {arr.shape[-2:]}")
+        if max(arr.shape[-2:]) > UINT32_MAX:
+            raise ValueError(
+                f"{what} has frame shape {arr.shape[-2:]}: an ND2 frame side is at "
+                f"most {UINT32_MAX} pixels"
+            )
         if first_shape is None:
             first_shape = arr.shape
         elif arr.shape != first_shape:
@@ -248,6 +276,7 @@ def _check_labels(
                 f"all layers must have the same shape: {what} is {arr.shape}, "
                 f"the first layer is {first_shape}"
             )
+        check_label_values(arr, what)
         layers[name] = arr
     return layers
 
@@ -262,6 +291,89 @@ def _check_image(image: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray:
     if arr.shape != shape:
         raise ValueError(f"image has shape {arr.shape}, the labels need {shape}")
     return arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+
+
+def _refuse_own_input(target: Path, arrays: list[tuple[str, np.ndarray]]) -> None:
+    """Raise ValueError if an input array is a memory map of ``target``.
+
+    The file at ``target`` is replaced: data mapped from it must be copied first.
+    Looks for ``numpy.memmap`` objects along each array's ``.base`` chain and, on
+    Linux, for any file mapping (``mmap.mmap``, memmaps of other libraries) that
+    holds the array's bytes (``/proc/self/maps``). Files are compared with
+    ``os.path.samefile``.
+    """
+    if not target.exists():
+        return
+    mappings: list[tuple[int, int, str]] | None = None
+    for what, arr in arrays:
+        paths = _memmap_files(arr)
+        if arr.size and _owner_is_foreign(arr):
+            if mappings is None:
+                mappings = _file_mappings()
+            lo, hi = _byte_bounds(arr)
+            paths += [p for start, stop, p in mappings if start < hi and lo < stop]
+        for mapped in paths:
+            if _same_file(mapped, target):
+                raise ValueError(
+                    f"{what} is a memory map of {str(target)!r}, the file being "
+                    "written: write_nd2 replaces that file, so copy the array "
+                    "first (numpy.array(...)) or write to another path"
+                )
+
+
+def _base_chain(arr: np.ndarray) -> Iterator[object]:
+    obj: object = arr
+    for _ in range(1000):  # base chains are short; never loop forever
+        if obj is None:
+            return
+        yield obj
+        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
+
+
+def _memmap_files(arr: np.ndarray) -> list[str]:
+    return [
+        os.fspath(obj.filename)
+        for obj in _base_chain(arr)
+        if isinstance(obj, np.memmap) and obj.filename is not None
+    ]
+
+
+def _owner_is_foreign(arr: np.ndarray) -> bool:
+    """Whether the array's memory comes from something other than NumPy."""
+    *_, root = _base_chain(arr)
+    return not (isinstance(root, np.ndarray) and root.flags.owndata)
+
+
+def _byte_bounds(arr: np.ndarray) -> tuple[int, int]:
+    try:
+        from numpy.lib.array_utils import byte_bounds
+    except ImportError:  # numpy < 2
+        byte_bounds = np.byte_bounds
+    lo, hi = byte_bounds(arr)
+    return int(lo), int(hi)
+
+
+def _file_mappings() -> list[tuple[int, int, str]]:
+    """``(start, stop, path)`` of this process's file mappings (Linux only)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.rstrip("\n").split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            start, stop = (int(x, 16) for x in fields[0].split("-"))
+            out.append((start, stop, fields[5]))
+    return out
+
+
+def _same_file(a: str, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # a mapping of a deleted or inaccessible file
+        return False
 
 
 # ---------------------------------------------------------------------------

@@ -306,3 +306,17 @@ def test_version_warning_in_a_file(make_nd2, tmp_path):
     assert any(
         "version" in str(w.message) and "frame 1" in str(w.message) for w in caught
     )
+
+
+def test_metadata_through_public_custom_data_gives_the_same_layers(
+    make_nd2, monkeypatch
+):
+    """The fallback used if nd2 moves its chunk decoders (see _nd2file.py)."""
+    from nd2gpu import _nd2file
+
+    path, _ = make_nd2(loops=(("T", 2),), layers=("a", "b"))
+    monkeypatch.setattr(_nd2file, "json_from_clx_lite_variant", None)
+    monkeypatch.setattr(_nd2file, "json_from_clx_variant", None)
+    assert_layers_match_nd2(path)
+    with nd2gpu.ND2File(path) as f:
+        assert [layer.name for layer in f.binary_data] == ["a", "b"]
