@@ -16,9 +16,8 @@ import numpy as np
 
 from ._cpu_stack import FrameJob, thread_pool, warn_versions, with_context
 from ._errors import DecodeError
-from ._frame_decode import FrameHeader, inflate_frame, parse_runs, thread_buffers
+from ._frame_decode import FrameHeader, parse_payload
 from ._mask_source import MaskSource
-from .kernels import _parse_kernels as pk
 from .kernels._overlap_kernels import make_non_overlapping
 from .kernels._run_table import RunTable
 
@@ -44,16 +43,7 @@ def parse_frame(
     if data is None:
         return None
     try:
-        header, words = inflate_frame(data)
-        if header.shape != frame_shape:
-            raise DecodeError(
-                f"frame is {header.nrows}x{header.ncols} but the layer's frames "
-                f"are {frame_shape[0]}x{frame_shape[1]}",
-                offset=4,
-            )
-        buffers = thread_buffers()
-        buffers.reserve(pk.max_runs(words.shape[0]))
-        n, _ = parse_runs(words, header, buffers, frame_base=frame_base)
+        header, buffers, n = parse_payload(data, frame_shape, frame_base)
     except DecodeError as e:
         raise with_context(e, source, job.layer, job.seq) from None
     return (

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._device import resolve_device
-from ._errors import DecodeError
 
 if TYPE_CHECKING:
     from ._layers import BinaryLayer, BinaryLayers
@@ -252,15 +251,4 @@ def layers_to_dask(
     ...     masks = f.binary_data.to_dask()
     >>> masks[:, 0].compute()  # doctest: +SKIP
     """
-    present = [layer for layer in layers if layer.frame_shape != (0, 0)]
-    if not present:
-        raise ValueError("no binary layer has a mask in any frame")
-    frame_shape = present[0].frame_shape
-    for layer in present[1:]:
-        if layer.frame_shape != frame_shape:
-            raise DecodeError(
-                f"layer {layer.name!r} has {layer.frame_shape} frames but layer "
-                f"{present[0].name!r} has {frame_shape}: they cannot be stacked",
-                path=layer._source.path,
-            )
-    return _build(present, device, frames_per_chunk, stacked=True)
+    return _build(layers.stackable_layers(), device, frames_per_chunk, stacked=True)

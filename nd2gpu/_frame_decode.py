@@ -165,10 +165,19 @@ def parse_runs(
     return int(end_run), int(end_pixel)
 
 
-def decode_into(
-    payload: bytes, out: np.ndarray, expected_shape: tuple[int, int] | None = None
-) -> FrameHeader:
-    """Decode one payload into the zeroed, C-contiguous uint16 frame ``out``.
+def parse_payload(
+    payload: bytes,
+    expected_shape: tuple[int, int] | None = None,
+    frame_base: int = 0,
+) -> tuple[FrameHeader, RunBuffers, int]:
+    """Inflate and parse one payload into this thread's run buffers.
+
+    Returns
+    -------
+    header, buffers, n_runs
+        The frame header, and the buffers whose first ``n_runs`` runs are the
+        frame's (offsets from ``frame_base``). The buffers are reused by the next
+        call in this thread.
 
     Raises
     ------
@@ -184,7 +193,21 @@ def decode_into(
         )
     buffers = thread_buffers()
     buffers.reserve(pk.max_runs(words.shape[0]))
-    n_runs, _ = parse_runs(words, header, buffers)
+    n_runs, _ = parse_runs(words, header, buffers, frame_base=frame_base)
+    return header, buffers, n_runs
+
+
+def decode_into(
+    payload: bytes, out: np.ndarray, expected_shape: tuple[int, int] | None = None
+) -> FrameHeader:
+    """Decode one payload into the zeroed, C-contiguous uint16 frame ``out``.
+
+    Raises
+    ------
+    DecodeError
+        If the payload is corrupt or its shape is not ``expected_shape``.
+    """
+    header, buffers, n_runs = parse_payload(payload, expected_shape)
     pk.fill_runs(
         out.reshape(-1), buffers.starts, buffers.lengths, buffers.values, 0, n_runs
     )

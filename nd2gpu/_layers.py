@@ -25,15 +25,6 @@ def check_block(
     check_allocation(2 * math.prod(shape), max_bytes, f"a {shape} uint16 block")
 
 
-def _host(array: Any) -> np.ndarray:
-    """A NumPy copy of a device array (or the array itself if it is NumPy)."""
-    if isinstance(array, np.ndarray):
-        return array
-    if hasattr(array, "get"):
-        return array.get()
-    return array.copy_to_host()
-
-
 class _DeviceBlockCache:
     """The decoded device block behind ``__cuda_array_interface__``/``__dlpack__``."""
 
@@ -395,17 +386,8 @@ class BinaryLayers(Sequence[BinaryLayer], _DeviceArrayInterop):
         DecodeError
             If the layers' frames differ in shape, or any payload is corrupt.
         """
-        layers = [layer for layer in self._data if layer.frame_shape != (0, 0)]
-        if not layers:
-            raise ValueError("no binary layer has a mask in any frame")
+        layers = self.stackable_layers()
         frame_shape = layers[0].frame_shape
-        for layer in layers[1:]:
-            if layer.frame_shape != frame_shape:
-                raise DecodeError(
-                    f"layer {layer.name!r} has {layer.frame_shape} frames but layer "
-                    f"{layers[0].name!r} has {frame_shape}: they cannot be stacked",
-                    path=layer._source.path,
-                )
         first = layers[0]
         n = len(first)
         check_block(len(layers) * n, frame_shape, max_bytes)
@@ -423,6 +405,29 @@ class BinaryLayers(Sequence[BinaryLayer], _DeviceArrayInterop):
             max_bytes,
         )
         return block.reshape((len(layers), *first.coordinate_shape, *frame_shape))
+
+    def stackable_layers(self) -> list[BinaryLayer]:
+        """The layers ``asarray()`` stacks: those with a mask in some frame.
+
+        Raises
+        ------
+        ValueError
+            If no layer has a mask in any frame (as nd2's ``np.stack`` does).
+        DecodeError
+            If their frames differ in shape.
+        """
+        layers = [layer for layer in self._data if layer.frame_shape != (0, 0)]
+        if not layers:
+            raise ValueError("no binary layer has a mask in any frame")
+        frame_shape = layers[0].frame_shape
+        for layer in layers[1:]:
+            if layer.frame_shape != frame_shape:
+                raise DecodeError(
+                    f"layer {layer.name!r} has {layer.frame_shape} frames but layer "
+                    f"{layers[0].name!r} has {frame_shape}: they cannot be stacked",
+                    path=layer._source.path,
+                )
+        return layers
 
     def to_dask(self, device: str | None = None, frames_per_chunk: int = 1) -> Any:
         """A dask array of ``asarray()``'s shape, chunked along frames.
