@@ -9,24 +9,15 @@ import warnings
 import nd2
 import numpy as np
 import pytest
+from fuzz_support import LAYER_ATTRS as METADATA_ATTRS
 from nd2_surgery import chunk_offset, rewrite
 from streams import payload, stream_words
 
 import nd2gpu
 from nd2gpu import _frame_decode
 
-LAYER_ATTRS = (
-    "name",
-    "file_tag",
-    "comp_name",
-    "comp_order",
-    "color",
-    "color_mode",
-    "state",
-    "layer_id",
-    "coordinate_shape",
-    "frame_shape",
-)
+#: Every public metadata attribute of a layer, compared with nd2's.
+LAYER_ATTRS = (*METADATA_ATTRS, "frame_shape")
 
 
 def assert_layers_match_nd2(path) -> None:
