@@ -15,6 +15,7 @@ status 1; usage errors exit with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import struct
 import sys
 from collections.abc import Sequence
@@ -211,6 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (``nd2gpu info | head``): stop quietly, like other
+        # command-line tools; stdout is pointed at devnull so the interpreter's
+        # final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -283,3 +283,20 @@ def test_python_dash_m_entry_point():
     )
     assert result.returncode == 0, result.stderr
     assert "[0] cells" in result.stdout and "[1] nuclei" in result.stdout
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    """``nd2gpu info | head -1``: no error line when the reader goes away."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        f"{sys.executable} -m nd2gpu info | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.stdout.startswith("file:")
+    assert "error" not in proc.stderr, proc.stderr
