@@ -88,17 +88,6 @@ def rgb_hex(color: int | None) -> str | None:
 # -------------------------------------------------------------------------- frames
 
 
-def present_frames(layer: BinaryLayer) -> list[int]:
-    """Sequence indices of the frames of ``layer`` that have a mask."""
-    source = layer._source
-    with source.reading() as index:
-        return [
-            seq
-            for seq in range(len(layer))
-            if source.payload(index, layer.file_tag, seq) is not None
-        ]
-
-
 def batches(seqs: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     """``seqs`` in consecutive slices of at most ``size``."""
     for start in range(0, len(seqs), size):

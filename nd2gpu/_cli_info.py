@@ -17,7 +17,6 @@ from ._cli_common import (
     host_frames,
     input_path,
     open_layers,
-    present_frames,
     rgb_hex,
 )
 from ._device import cuda_status, simulator_active
@@ -52,7 +51,7 @@ def _info(path: Path, device: str, batch_frames: int) -> dict[str, Any]:
             "layers": [],
         }
         for i, layer in enumerate(layers):
-            present = present_frames(layer)
+            present = layer.frames_with_mask()
             counts = _objects_per_frame(layer, present, batch_frames)
             info["layers"].append(
                 {

@@ -147,7 +147,7 @@ def _build(
     # An explicit "cuda" is checked by each worker when it decodes, so that a
     # client without a GPU can build graphs for GPU workers.
     dev = "cuda" if request == "cuda" else resolve_device(request)
-    path = os.path.abspath(first._source.path)
+    path = os.path.abspath(first.path)
     coordinate_shape = tuple(first.coordinate_shape)
     frame_shape = tuple(first.frame_shape)
     loop_chunks = _loop_chunks(coordinate_shape, frames_per_chunk)

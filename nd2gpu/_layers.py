@@ -209,14 +209,27 @@ class BinaryLayer(_DeviceArrayInterop):
             return [self._frame(seq, "cpu") for seq in range(len(self))]
         if block is None:
             return [None] * len(self)
+        present = set(self.frames_with_mask())
+        flat = block.reshape(-1, *self.frame_shape)
+        return [flat[i] if i in present else None for i in range(len(self))]
+
+    @property
+    def path(self) -> str:
+        """The ND2 file this layer is read from."""
+        return str(self._source.path)
+
+    def frames_with_mask(self) -> list[int]:
+        """Sequence indices of the frames that have a mask, ascending.
+
+        Reads the chunk map and the chunks' sizes; decodes nothing. The other
+        frames are None in ``layer[i]`` and ``data``, and zeros in ``asarray()``.
+        """
         with self._source.reading() as index:
-            present = {
+            return [
                 seq
                 for seq in self._source.frames(index, self.file_tag)
                 if self._source.payload(index, self.file_tag, seq) is not None
-            }
-        flat = block.reshape(-1, *self.frame_shape)
-        return [flat[i] if i in present else None for i in range(len(self))]
+            ]
 
     def _present(self) -> list[int]:
         """Sequence indices that have a chunk (only they can hold a mask)."""

@@ -311,3 +311,23 @@ def test_metadata_through_public_custom_data_gives_the_same_layers(
     assert_layers_match_nd2(path)
     with nd2gpu.ND2File(path) as f:
         assert [layer.name for layer in f.binary_data] == ["a", "b"]
+
+
+def test_frames_with_mask_and_path(make_nd2, tmp_path):
+    path, _ = make_nd2(loops=(("T", 3),), layers=("a",))
+    edited = rewrite(
+        path,
+        tmp_path / "holes.nd2",
+        lambda n, d: (
+            None
+            if n == b"CustomDataSeq|RleZipBinarySequence_1_v1|0!"
+            else d[:4]
+            if n == b"CustomDataSeq|RleZipBinarySequence_1_v1|2!"
+            else d
+        ),
+    )
+    with nd2gpu.ND2File(edited, device="cpu") as f:
+        layer = f.binary_data[0]
+        assert layer.frames_with_mask() == [1]
+        assert layer.path == str(edited)
+        assert [i for i, d in enumerate(layer.data) if d is not None] == [1]
