@@ -17,6 +17,8 @@ import numpy as np
 from ._errors import DecodeError
 
 HEADER_BYTES = 28
+#: Compressed bytes first handed to zlib when only the header is wanted.
+HEADER_PROBE_BYTES = 256
 #: Streams of any frame may inflate to this many bytes, whatever their header says.
 MIN_INFLATE_CAP = 64 << 20
 #: Beyond the minimum, a stream may inflate to this many bytes per frame pixel. A
@@ -73,9 +75,19 @@ def read_header(payload: bytes | memoryview) -> np.ndarray:
     DecodeError
         If the stream is corrupt or ends before the header does.
     """
+    # Input is fed in growing pieces: handing zlib the whole payload with an
+    # output limit makes it copy the unread rest into ``unconsumed_tail``, which
+    # cost more than inflating the header itself.
+    view = memoryview(payload)
     d = _zlib.decompressobj()
+    head = b""
+    pos, step = 0, HEADER_PROBE_BYTES
     try:
-        head = d.decompress(payload, HEADER_BYTES)
+        while len(head) < HEADER_BYTES and pos < len(view) and not d.eof:
+            piece = view[pos : pos + step]
+            pos += len(piece)
+            step *= 4
+            head += d.decompress(piece, HEADER_BYTES - len(head))
     except _zlib.error as e:
         raise DecodeError(f"corrupt zlib stream: {e}", offset=0) from None
     if len(head) < HEADER_BYTES:
