@@ -129,6 +129,25 @@ def frame_has_overlap(
     return False
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _emit(
+    out_starts: np.ndarray,
+    out_lengths: np.ndarray,
+    out_values: np.ndarray,
+    k: int,
+    start: int,
+    length: int,
+    value: int,
+) -> int:
+    """Write piece ``k``; return ``k + 1``."""
+    if k >= min(out_starts.shape[0], out_lengths.shape[0], out_values.shape[0]):
+        raise ValueError("output run arrays too short")
+    out_starts[k] = start
+    out_lengths[k] = length
+    out_values[k] = value
+    return k + 1
+
+
 @njit(nogil=True, cache=True)
 def resolve_later_wins(
     starts: np.ndarray,
@@ -173,10 +192,10 @@ def resolve_later_wins(
         If a run lies outside its frame or the outputs are too short.
     """
     bits[: (frame_pixels + 63) >> 6] = 0
-    cap = min(out_starts.shape[0], out_lengths.shape[0], out_values.shape[0])
     k = 0
     for i in range(hi - 1, lo - 1, -1):
         a, b = _local_run(starts, lengths, i, frame_base, frame_pixels)
+        v = values[i]
         piece = -1  # frame-local start of the open free piece, -1 when none
         p = a
         while p < b:
@@ -191,32 +210,35 @@ def resolve_later_wins(
                 for q in range(p, word_end):
                     if (taken >> np.uint64(q & 63)) & np.uint64(1):
                         if piece >= 0:
-                            if k >= cap:
-                                raise ValueError("output run arrays too short")
-                            out_starts[k] = frame_base + piece
-                            out_lengths[k] = q - piece
-                            out_values[k] = values[i]
-                            k += 1
+                            k = _emit(
+                                out_starts,
+                                out_lengths,
+                                out_values,
+                                k,
+                                frame_base + piece,
+                                q - piece,
+                                v,
+                            )
                             piece = -1
                     elif piece < 0:
                         piece = q
             elif piece >= 0:
-                if k >= cap:
-                    raise ValueError("output run arrays too short")
-                out_starts[k] = frame_base + piece
-                out_lengths[k] = p - piece
-                out_values[k] = values[i]
-                k += 1
+                k = _emit(
+                    out_starts,
+                    out_lengths,
+                    out_values,
+                    k,
+                    frame_base + piece,
+                    p - piece,
+                    v,
+                )
                 piece = -1
             bits[w] |= m
             p = word_end
         if piece >= 0:
-            if k >= cap:
-                raise ValueError("output run arrays too short")
-            out_starts[k] = frame_base + piece
-            out_lengths[k] = b - piece
-            out_values[k] = values[i]
-            k += 1
+            k = _emit(
+                out_starts, out_lengths, out_values, k, frame_base + piece, b - piece, v
+            )
     return k
 
 
