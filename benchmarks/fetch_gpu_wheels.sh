@@ -3,6 +3,9 @@
 # pure-Python and manylinux wheels that the GPU machine lacks (it has CuPy, numba,
 # numba-cuda, pytest, hypothesis, ... but no nd2 and no network). .whl/ is ignored
 # by git; the device tool carries it (carry: [".whl"]).
+# numpy is pinned below 2.5: the GPU image has numpy 2.5, which removed
+# np.row_stack, and numba-cuda (0.30.4 and older) fails to compile any kernel
+# without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .whl && mkdir -p .whl
@@ -11,5 +14,6 @@ python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
   nd2==0.12.0 ome-types resource-backed-dask-array dask isal pydantic \
   pydantic-core annotated-types typing-inspection xsdata partd locket \
-  distributed tblib zict tornado
+  distributed tblib zict tornado zarr numcodecs donfig google-crc32c msgspec \
+  numpy==2.4.6
 du -sh .whl
