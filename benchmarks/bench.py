@@ -1,4 +1,4 @@
-"""Benchmark nd2gpu against nd2 on the DESIGN.md workloads, all from one run.
+"""Benchmark nd2gpu against nd2 on the benchmark workloads, all from one run.
 
 For each workload it writes an ND2 file with ``nd2gpu.write_nd2`` and reports, per
 2048x2048 frame (median of repeats):
@@ -39,10 +39,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from workloads import FRAME_SHAPE, frames
 
 import nd2gpu
-from nd2gpu import _inflate
-from nd2gpu._chunk_format import MASK_PREFIX_BYTES, binary_frame_chunk_name
-from nd2gpu._chunk_index import ChunkIndex
-from nd2gpu._cpu_stack import worker_count
+from nd2gpu._decode import inflate as _inflate
+from nd2gpu._decode.pool import worker_count
+from nd2gpu._format.chunk_index import ChunkIndex
+from nd2gpu._format.container import binary_frame_chunk_name
+from nd2gpu._format.mask_stream import MASK_PREFIX_BYTES
 
 RESULTS = Path(__file__).parent / "results"
 

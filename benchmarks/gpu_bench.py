@@ -16,9 +16,10 @@ from nd2gpu.kernels._expand_cuda import expand_runs
 from numba import cuda
 
 import nd2gpu
-from nd2gpu._cpu_stack import FrameJob
-from nd2gpu._cuda_stack import assemble, parse_frame
-from nd2gpu._mask_source import LayerMeta, MaskSource
+from nd2gpu._backends.cuda.pipeline import assemble, parse_frame
+from nd2gpu._decode.mask_source import MaskSource
+from nd2gpu._decode.plan import FrameJob
+from nd2gpu._format.layer_metadata import LayerMeta
 
 
 def _synced(fn):
@@ -62,7 +63,7 @@ def whole_table(path: Path):
         meta = LayerMeta(layer.name, layer.file_tag)
         n = len(layer)
         shape = layer.frame_shape
-    source = MaskSource(path, n)
+    source = MaskSource(path)
     pixels = shape[0] * shape[1]
     with source.reading() as index:
         parsed = [

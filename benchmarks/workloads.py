@@ -1,4 +1,4 @@
-"""The benchmark workloads of DESIGN.md, as label images (built reproducibly).
+"""The benchmark workloads, as label images (built reproducibly).
 
 - ``cells``: about 600 non-overlapping elliptical objects of radius 6-30 px per
   2048x2048 frame: about 22,000 row records and 22,000 runs (44,000 records).

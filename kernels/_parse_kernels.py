@@ -1,8 +1,9 @@
 """CPU kernels: parse one frame's mask words into runs, and paint runs into a block.
 
-The word stream is described in FORMAT.md. ``parse_frame_runs`` walks it once,
-validates every record it reads and appends one run per pixel-writing run record to
-caller-provided arrays (the *run table*). ``fill_runs`` paints a range of the table
+The word stream is described in ``nd2gpu._format.mask_stream`` (and
+docs/format.md). ``parse_frame_runs`` walks it once, validates every record it
+reads and appends one run per pixel-writing run record to caller-provided arrays
+(the *run table*). ``fill_runs`` paints a range of the table
 into a flat uint16 output in table order, so a later run wins where runs overlap.
 """
 
@@ -11,14 +12,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-HEADER_WORDS = 7
-MASK_WORDS = 9
-ROW_WORDS = 2
-RUN_WORDS = 2
-MAX_VALUE = 0xFFFF
+from nd2gpu._format.mask_stream import (
+    HEADER_WORDS,
+    MASK_ROWS_WORD,
+    MASK_WORDS,
+    MAX_LABEL,
+    ROW_WORDS,
+    RUN_WORDS,
+)
 
 #: ``parse_frame_runs`` status codes (turned into ``DecodeError`` messages by the
-#: caller, see ``nd2gpu._decode``).
+#: caller, ``nd2gpu._decode.frame``).
 OK = 0
 TRUNCATED = 1
 ROW_OUT_OF_RANGE = 2
@@ -86,7 +90,7 @@ def parse_frame_runs(
             return TRUNCATED, run, pixel, pos
         mask_pos = pos
         roi_id = np.int64(words[pos])
-        mask_rows = np.int64(words[pos + 6])
+        mask_rows = np.int64(words[pos + MASK_ROWS_WORD])
         pos += MASK_WORDS
         for _r in range(mask_rows):
             if pos + ROW_WORDS > n_words:
@@ -101,7 +105,7 @@ def parse_frame_runs(
                 return TRUNCATED, run, pixel, n_words
             if row >= nrows:
                 return ROW_OUT_OF_RANGE, run, pixel, row_pos
-            if roi_id > MAX_VALUE:
+            if roi_id > MAX_LABEL:
                 return VALUE_TOO_LARGE, run, pixel, mask_pos
             row_base = np.int64(frame_base) + row * ncols
             for _s in range(nruns):

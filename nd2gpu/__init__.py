@@ -1,6 +1,9 @@
 """nd2gpu: decode the binary layers of Nikon ND2 files into GPU or NumPy arrays.
 
-Bit-identical to the reference reader ``nd2``, orders of magnitude faster.
+Bit-identical to the reference reader ``nd2``, orders of magnitude faster. A
+drop-in for ``nd2``: its public names are here too, and ``nd2gpu.ND2File`` is an
+``nd2.ND2File`` whose ``binary_data`` decodes lazily, in parallel, on the CPU or
+the GPU.
 
 Examples
 --------
@@ -9,15 +12,24 @@ Examples
 ...     masks = np.asarray(f.binary_data)  # (n_layers, *coords, Y, X) uint16
 """
 
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from nd2 import AXIS, imread, is_legacy, is_supported_file, rescue_nd2, structures
+
+from ._decode.frame import decode_binary_mask
 from ._errors import DecodeError, DeviceUnavailableError
-from ._frame_decode import decode_binary_mask
 from ._layers import BinaryLayer, BinaryLayers
 from ._nd2file import ND2File
-from ._writer import write_nd2
+from ._write.nd2_writer import write_nd2
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("nd2gpu")
+except PackageNotFoundError:  # pragma: no cover - not installed
+    __version__ = "unknown"
 
 __all__ = [
+    "AXIS",
     "BinaryLayer",
     "BinaryLayers",
     "DecodeError",
@@ -25,5 +37,19 @@ __all__ = [
     "ND2File",
     "__version__",
     "decode_binary_mask",
+    "imread",
+    "is_legacy",
+    "is_supported_file",
+    "nd2_to_tiff",
+    "rescue_nd2",
+    "structures",
     "write_nd2",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "nd2_to_tiff":  # needs tifffile, as in nd2
+        import nd2
+
+        return nd2.nd2_to_tiff
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

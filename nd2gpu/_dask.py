@@ -1,70 +1,45 @@
 """Dask arrays of binary layers, decoded block by block, on any worker.
 
 Each block is a run of consecutive frames (sequence indices) of one layer, with
-``(Y, X)`` whole. A block's task holds only plain values (the file's path, the
-layer's file tag, the device and the frames), so the graph pickles and runs on
-any worker that can read the file: the worker opens the file, decodes the
-frames, closes the file and returns the block.
+``(Y, X)`` whole. A block's task holds the layer itself, which pickles as its
+source and metadata, so the graph runs on any worker that can read the source:
+the worker decodes the frames straight from the file's chunks, without opening
+an ``ND2File`` or parsing the file's metadata.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._device import resolve_device
+from ._device import Device, DeviceRequest, resolve_device
 
 if TYPE_CHECKING:
+    import dask.array
+
     from ._layers import BinaryLayer, BinaryLayers
 
-__all__ = ["decode_frames_from_file", "layer_to_dask", "layers_to_dask"]
+__all__ = ["decode_block_task", "layer_to_dask", "layers_to_dask"]
 
 
-def decode_frames_from_file(
-    path: str, file_tag: str, device: str, seqs: Sequence[int], shape: tuple[int, ...]
+def decode_block_task(
+    layer: BinaryLayer, device: Device, seqs: range, shape: tuple[int, ...]
 ) -> Any:
-    """Decode frames ``seqs`` of one layer of the ND2 file at ``path``.
+    """Decode frames ``seqs`` of ``layer`` into one block of ``shape``.
 
     The task function of the dask arrays built by ``layer_to_dask`` and
-    ``layers_to_dask``: it opens the file itself, so it runs in any process.
-
-    Parameters
-    ----------
-    path : str
-        The ND2 file.
-    file_tag : str
-        The layer's ``file_tag`` (which layer of the file).
-    device : {"cpu", "cuda"}
-        Where to decode.
-    seqs : sequence of int
-        The frames (sequence indices) to decode.
-    shape : tuple of int
-        The block's shape; ``len(seqs) * Y * X`` elements.
+    ``layers_to_dask``; ``layer`` arrives pickled (source and metadata) on
+    worker processes.
 
     Returns
     -------
     numpy.ndarray or cupy.ndarray
-        The decoded frames, reshaped to ``shape``: NumPy on "cpu", CuPy on "cuda".
-
-    Raises
-    ------
-    ValueError
-        If the file has no binary layer with this file tag.
+        NumPy on "cpu", CuPy on "cuda" (checked here, on the worker).
     """
-    from ._nd2file import ND2File
-
-    with ND2File(path, device=device) as f:
-        layer = next(
-            (lay for lay in f.binary_data or () if lay.file_tag == file_tag), None
-        )
-        if layer is None:
-            raise ValueError(f"{path!r} has no binary layer with file tag {file_tag!r}")
-        block = layer.decode(seqs, device)
-    return block.reshape(shape)
+    return layer.decode(seqs, device).reshape(shape)
 
 
 def _loop_chunks(
@@ -114,7 +89,7 @@ def _blocks(
     return out
 
 
-def _meta(ndim: int, device: str) -> Any:
+def _meta(ndim: int, device: Device) -> Any:
     if device == "cuda":
         try:
             import cupy
@@ -127,51 +102,43 @@ def _meta(ndim: int, device: str) -> Any:
     return np.empty((0,) * ndim, dtype=np.uint16)
 
 
-def _file_token(path: str) -> tuple[str, int, int]:
-    st = os.stat(path)
-    return path, st.st_size, st.st_mtime_ns
-
-
 def _build(
     layers: Sequence[BinaryLayer],
-    device: str | None,
+    device: DeviceRequest | None,
     frames_per_chunk: int,
     stacked: bool,
-) -> Any:
+) -> dask.array.Array:
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
     first = layers[0]
-    request = device or first._device
     # An explicit "cuda" is checked by each worker when it decodes, so that a
     # client without a GPU can build graphs for GPU workers.
-    dev = "cuda" if request == "cuda" else resolve_device(request)
-    path = os.path.abspath(first.path)
+    dev: Device = "cuda" if device == "cuda" else resolve_device(device)
     coordinate_shape = tuple(first.coordinate_shape)
     frame_shape = tuple(first.frame_shape)
     loop_chunks = _loop_chunks(coordinate_shape, frames_per_chunk)
     blocks = _blocks(coordinate_shape, loop_chunks)
     tags = [layer.file_tag for layer in layers]
     name = "nd2gpu-masks-" + tokenize(
-        _file_token(path), tags, dev, loop_chunks, frame_shape, stacked
+        first.source.token(), tags, dev, loop_chunks, frame_shape, stacked
     )
     dsk: dict[tuple, tuple] = {}
     tail = (0,) * len(frame_shape)
-    for i, tag in enumerate(tags):
+    for i, layer in enumerate(layers):
         head = (i,) if stacked else ()
         lead = (1,) if stacked else ()
         for index, seqs, loop_shape in blocks:
             dsk[(name, *head, *index, *tail)] = (
-                decode_frames_from_file,
-                path,
-                tag,
+                decode_block_task,
+                layer,
                 dev,
                 seqs,
                 (*lead, *loop_shape, *frame_shape),
             )
     chunks = (
-        *(((1,) * len(tags),) if stacked else ()),
+        *(((1,) * len(layers),) if stacked else ()),
         *loop_chunks,
         *((n,) for n in frame_shape),
     )
@@ -180,16 +147,16 @@ def _build(
 
 
 def layer_to_dask(
-    layer: BinaryLayer, device: str | None = None, frames_per_chunk: int = 1
-) -> Any:
+    layer: BinaryLayer, device: DeviceRequest | None = None, frames_per_chunk: int = 1
+) -> dask.array.Array | None:
     """A dask array of one layer: ``layer.asarray()``'s shape, dtype and values.
 
     Parameters
     ----------
     layer : BinaryLayer
-        The layer (its file may be closed: blocks reopen the file by path).
+        The layer (its file may be closed: blocks read the file's chunks).
     device : {"cpu", "cuda", "auto"}, optional
-        Where blocks are decoded; None uses the file's device. "cuda" gives CuPy
+        Where blocks are decoded; None means "cpu". "cuda" gives CuPy
         blocks, decoded on each worker's current GPU; it is checked by the
         workers, not here (the meta is a CuPy array when CuPy is importable
         here). "auto" is resolved here, on the caller's machine.
@@ -217,8 +184,8 @@ def layer_to_dask(
 
 
 def layers_to_dask(
-    layers: BinaryLayers, device: str | None = None, frames_per_chunk: int = 1
-) -> Any:
+    layers: BinaryLayers, device: DeviceRequest | None = None, frames_per_chunk: int = 1
+) -> dask.array.Array:
     """A dask array of all layers: ``layers.asarray()``'s shape, dtype and values.
 
     Layers without a mask in any frame are left out, as ``asarray`` leaves them
@@ -229,7 +196,7 @@ def layers_to_dask(
     layers : BinaryLayers
         The file's binary layers.
     device : {"cpu", "cuda", "auto"}, optional
-        Where blocks are decoded; None uses the file's device.
+        Where blocks are decoded; None means "cpu".
     frames_per_chunk : int
         The most frames in one block (see ``layer_to_dask``).
 

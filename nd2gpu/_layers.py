@@ -1,89 +1,153 @@
-"""Lazy binary layers: nd2's BinaryLayers and BinaryLayer API, decoded on demand."""
+"""Lazy binary layers: nd2's ``BinaryLayers`` and ``BinaryLayer``, decoded on demand."""
 
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
+import nd2
 import numpy as np
 
-from ._cpu_stack import FrameJob, check_allocation, layer_frame_shape
-from ._device import resolve_device
+from ._backends import decode_block
+from ._decode.frame import parse_header
+from ._decode.mask_source import MaskSource
+from ._decode.plan import FrameJob, with_context
+from ._device import DeviceRequest, check_request, cuda_status, resolve_device
 from ._errors import DecodeError
-from ._mask_source import LayerMeta, MaskSource
-from ._pipeline import decode_block
+from ._format.layer_metadata import LayerMeta
+from ._typing import Array, FrameIndex
+
+if TYPE_CHECKING:
+    import dask.array
 
 
-def check_block(
-    n_frames: int, frame_shape: tuple[int, ...], max_bytes: int | None
-) -> None:
-    """Refuse (MemoryError) a block too large, before any per-frame bookkeeping."""
-    shape = (n_frames, *frame_shape)
-    check_allocation(2 * math.prod(shape), max_bytes, f"a {shape} uint16 block")
+def frame_indices(frames: FrameIndex, n: int) -> tuple[list[int], bool]:
+    """Sequence indices in ``[0, n)`` of an index as nd2 users write one.
+
+    Parameters
+    ----------
+    frames : int, slice, range, sequence of int, or integer/bool array
+        Negative integers count from the end; a bool array of length ``n``
+        selects the frames where it is True.
+    n : int
+        Frames in the layer.
+
+    Returns
+    -------
+    seqs, single
+        The indices, and whether ``frames`` was one integer (a 2-D result).
+
+    Raises
+    ------
+    IndexError
+        If an index is out of range.
+    TypeError
+        If ``frames`` is not one of the kinds above.
+    """
+    if isinstance(frames, slice):
+        return list(range(n)[frames]), False
+    if isinstance(frames, (bool, np.bool_)):
+        raise TypeError(f"frames must be integers, not {type(frames).__name__}")
+    if isinstance(frames, (int, np.integer)):
+        return [_check_index(int(frames), n)], True
+    if isinstance(frames, (str, bytes)) or not hasattr(frames, "__len__"):
+        raise TypeError(
+            "frames must be an int, a slice, a range, a sequence of ints or an "
+            f"integer array, not {type(frames).__name__}"
+        )
+    array = np.asarray(frames)
+    if array.dtype == np.bool_:
+        if array.shape != (n,):
+            raise IndexError(
+                f"a boolean frame mask must have shape ({n},), not {array.shape}"
+            )
+        return np.flatnonzero(array).tolist(), False
+    if array.size and array.dtype.kind not in "iu":
+        raise TypeError(f"frame indices must be integers, not {array.dtype}")
+    if array.ndim > 1:
+        raise IndexError(f"frame indices must be one-dimensional, not {array.shape}")
+    return [_check_index(int(operator.index(i)), n) for i in array.tolist()], False
 
 
-class _DeviceBlockCache:
-    """The decoded device block behind ``__cuda_array_interface__``/``__dlpack__``."""
-
-    def __init__(self) -> None:
-        self._block: Any = None
-        self._lock = threading.Lock()
-
-    def get(self, build: Any) -> Any:
-        with self._lock:
-            if self._block is None:
-                self._block = build()
-            return self._block
-
-    def clear(self) -> None:
-        with self._lock:
-            self._block = None
+def _check_index(i: int, n: int) -> int:
+    if not -n <= i < n:
+        raise IndexError(f"frame index {i} out of range for {n} frames")
+    return i % n
 
 
-class _DeviceArrayInterop:
-    """``__cuda_array_interface__`` and DLPack export of a cached CUDA block.
+class _GpuExport:
+    """``__cuda_array_interface__`` and DLPack export of a decoded CUDA block.
 
-    ``cupy.asarray(x)`` and ``torch.from_dlpack(x)`` then take the decoded device
-    array without a host round trip. The block is decoded on first use and kept
-    (owned by this object) until ``release_device_memory()``.
+    The attributes exist only where CUDA is usable: elsewhere they raise
+    ``AttributeError`` (so ``hasattr`` is False and probes such as
+    ``numba.cuda.is_cuda_array`` fall through to the host path) without
+    decoding anything. ``cupy.asarray(x)`` and ``torch.from_dlpack(x)`` take the
+    block without a host round trip, whatever the file's default device; it is
+    decoded on first use and kept until ``release_device_memory()``.
     """
 
-    _cuda_cache: _DeviceBlockCache
+    _block_lock: threading.Lock
+    _block: Any
 
     def _cuda_block(self) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _cached_cuda_block(self) -> Any:
-        block = self._cuda_cache.get(self._cuda_block)
+    def _gpu_block(self, attribute: str) -> Any:
+        ok, why = cuda_status()
+        if not ok:
+            raise AttributeError(f"{attribute}: CUDA is not usable here ({why})")
+        with self._block_lock:
+            if self._block is None:
+                self._block = self._cuda_block()
+            block = self._block
         if block is None:
-            raise TypeError("no binary layer has a mask in any frame")
+            raise AttributeError(f"{attribute}: no frame has a mask")
         return block
 
     @property
-    def __cuda_array_interface__(self) -> dict:
-        return self._cached_cuda_block().__cuda_array_interface__
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return self._gpu_block("__cuda_array_interface__").__cuda_array_interface__
 
-    def __dlpack__(self, **kwargs: Any) -> Any:
-        return self._cached_cuda_block().__dlpack__(**kwargs)
+    @property
+    def __dlpack__(self) -> Any:
+        return _dlpack_attribute(self._gpu_block("__dlpack__"), "__dlpack__")
 
-    def __dlpack_device__(self) -> tuple[int, int]:
-        return self._cached_cuda_block().__dlpack_device__()
+    @property
+    def __dlpack_device__(self) -> Any:
+        block = self._gpu_block("__dlpack_device__")
+        return _dlpack_attribute(block, "__dlpack_device__")
 
     def release_device_memory(self) -> None:
-        """Drop the cached device block behind the CUDA interfaces."""
-        self._cuda_cache.clear()
+        """Drop the decoded device block behind the GPU interfaces."""
+        with self._block_lock:
+            self._block = None
+
+    def _init_export(self) -> None:
+        self._block_lock = threading.Lock()
+        self._block = None
 
 
-class BinaryLayer(_DeviceArrayInterop):
+def _dlpack_attribute(block: Any, name: str) -> Any:
+    try:
+        return getattr(block, name)
+    except AttributeError:
+        raise AttributeError(
+            f"{name}: not available for {type(block).__name__} (numba's CUDA "
+            "simulator has no DLPack)"
+        ) from None
+
+
+class BinaryLayer(nd2.BinaryLayer, _GpuExport):  # type: ignore[misc]
     """One binary layer of an ND2 file: a lazy sequence of per-frame label images.
 
-    Behaves like nd2's ``BinaryLayer`` (a ``list[numpy.ndarray | None]`` with
-    metadata), except that nothing is decoded until asked for: ``layer[i]``
-    decodes frame ``i`` alone and ``asarray()`` decodes every frame once into one
-    preallocated block.
+    An ``nd2.BinaryLayer`` (a ``list[numpy.ndarray | None]`` with metadata)
+    whose frames are decoded only when asked for: ``layer[i]`` decodes frame
+    ``i`` alone, ``asarray()`` decodes every frame once into one block, and
+    ``decode(frames)`` fills a batch.
 
     Attributes
     ----------
@@ -101,22 +165,32 @@ class BinaryLayer(_DeviceArrayInterop):
     --------
     >>> with nd2gpu.ND2File("cells.nd2") as f:  # doctest: +SKIP
     ...     layer = f.binary_data[0]
-    ...     first = layer[0]  # one frame (None if it has no mask)
-    ...     stack = layer.asarray(device="cpu")  # (*coords, Y, X) uint16
+    ...     first = layer[0]  # one frame, NumPy (None if it has no mask)
+    ...     stack = layer.asarray()  # (*coords, Y, X) uint16
+    ...     batch = layer.decode([3, 7, 9], device="cuda")  # (3, Y, X) CuPy
     """
+
+    # nd2's dataclass compares and hashes its fields, ``data`` included: that
+    # would decode the whole layer. Layers are equal only to themselves.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+    # nd2's frozen dataclass guards its fields' slots; ours are properties over
+    # private state.
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
 
     def __init__(
         self,
         meta: LayerMeta,
         source: MaskSource,
         coordinate_shape: tuple[int, ...],
-        device: str,
+        device: DeviceRequest | None = None,
     ) -> None:
         self._meta = meta
         self._source = source
-        self.coordinate_shape = coordinate_shape
-        self._device = device
-        self._cuda_cache = _DeviceBlockCache()
+        self._coordinate_shape = tuple(int(c) for c in coordinate_shape)
+        self._device = check_request(device)
+        self._init_export()
 
     name = property(lambda self: self._meta.name, doc="The layer's name.")
     file_tag = property(lambda self: self._meta.file_tag, doc="Chunk key of the layer.")
@@ -126,6 +200,34 @@ class BinaryLayer(_DeviceArrayInterop):
     color_mode = property(lambda self: self._meta.color_mode, doc="Color mode.")
     state = property(lambda self: self._meta.state, doc="Layer state.")
     layer_id = property(lambda self: self._meta.layer_id, doc="Binary layer id.")
+    coordinate_shape = property(
+        lambda self: self._coordinate_shape, doc="The experiment loop counts."
+    )
+
+    @property
+    def meta(self) -> LayerMeta:
+        """The layer's ``BinaryMetadata_v1`` record."""
+        return self._meta
+
+    @property
+    def source(self) -> MaskSource:
+        """Where the layer's payloads are read from (shared by a file's layers)."""
+        return self._source
+
+    @property
+    def device(self) -> str:
+        """The device arrays are decoded to by default ("cpu" or "cuda")."""
+        return resolve_device(self._device)
+
+    @property
+    def device_request(self) -> DeviceRequest | None:
+        """The default device as asked for (None, "auto", "cpu" or "cuda")."""
+        return self._device
+
+    @property
+    def path(self) -> str:
+        """The ND2 file this layer is read from."""
+        return str(self._source.path)
 
     def __repr__(self) -> str:
         m = self._meta
@@ -136,57 +238,61 @@ class BinaryLayer(_DeviceArrayInterop):
             f"layer_id={m.layer_id!r}, coordinate_shape={self.coordinate_shape!r})"
         )
 
-    @property
-    def device(self) -> str:
-        """The device arrays are decoded to by default ("cpu" or "cuda")."""
-        return resolve_device(self._device)
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "meta": self._meta,
+            "source": self._source,
+            "coordinate_shape": self._coordinate_shape,
+            "device": self._device,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["meta"], state["source"], state["coordinate_shape"], state["device"]
+        )
 
     def __len__(self) -> int:
         """Number of frames (sequence indices), with or without a mask."""
-        return self._source.n_frames
+        return math.prod(self._coordinate_shape)
 
     @cached_property
     def frame_shape(self) -> tuple[int, ...]:
         """Shape ``(Y, X)`` of the first frame that has a mask, ``(0, 0)`` if none."""
-        return layer_frame_shape(self._source, self._meta)
+        return self._source.frame_shape(self._meta, len(self))
 
     @overload
-    def __getitem__(self, key: int) -> Any: ...
+    def __getitem__(self, key: int) -> Array | None: ...
 
     @overload
-    def __getitem__(self, key: slice) -> list[Any]: ...
+    def __getitem__(self, key: slice) -> list[Array | None]: ...
 
-    def __getitem__(self, key: int | slice) -> Any:
+    def __getitem__(self, key: int | slice) -> Array | list[Array | None] | None:
         """Decode one frame (or a slice of frames) on the file's device.
 
         Returns None for a frame without a mask, like nd2.
         """
         if isinstance(key, slice):
-            return [self._frame(i) for i in range(*key.indices(len(self)))]
-        index = int(key)
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"frame index {key} out of range for {n} frames")
-        return self._frame(index % n)
+            return [self._frame(i) for i in range(len(self))[key]]
+        return self._frame(_check_index(operator.index(key), len(self)))
 
-    def _frame(self, seq: int, device: str | None = None) -> Any:
+    def __iter__(self) -> Iterator[Array | None]:
+        for seq in range(len(self)):
+            yield self._frame(seq)
+
+    def _frame(self, seq: int, device: str | None = None) -> Array | None:
         with self._source.reading() as index:
             data = self._source.payload(index, self.file_tag, seq)
         if data is None:
             return None
-        from ._frame_decode import parse_header
-
+        job = FrameJob(self._meta, seq, 0)
         try:
             shape = parse_header(data).shape
         except DecodeError as e:
-            raise e.with_context(
-                path=self._source.path, layer=self.name, frame=seq
-            ) from None
+            raise with_context(e, self._source, job) from None
         block = decode_block(
             self._source,
-            [FrameJob(self._meta, seq, 0)],
-            1,
-            shape,
+            [job],
+            (1, *shape),
             resolve_device(device or self._device),
         )
         return block[0]
@@ -202,7 +308,7 @@ class BinaryLayer(_DeviceArrayInterop):
     @cached_property
     def _host_frames(self) -> list[np.ndarray | None]:
         try:
-            block = self._decode(device="cpu")
+            block = self._decode("cpu")
         except DecodeError:
             # nd2 gives frames of different shapes as they are; a corrupt frame
             # raises its own error again, decoded alone.
@@ -213,11 +319,6 @@ class BinaryLayer(_DeviceArrayInterop):
         flat = block.reshape(-1, *self.frame_shape)
         return [flat[i] if i in present else None for i in range(len(self))]
 
-    @property
-    def path(self) -> str:
-        """The ND2 file this layer is read from."""
-        return str(self._source.path)
-
     def frames_with_mask(self) -> list[int]:
         """Sequence indices of the frames that have a mask, ascending.
 
@@ -227,28 +328,32 @@ class BinaryLayer(_DeviceArrayInterop):
         with self._source.reading() as index:
             return [
                 seq
-                for seq in self._source.frames(index, self.file_tag)
+                for seq in self._source.frames(index, self.file_tag, len(self))
                 if self._source.payload(index, self.file_tag, seq) is not None
             ]
 
-    def _present(self) -> list[int]:
+    def frames_with_chunk(self) -> list[int]:
         """Sequence indices that have a chunk (only they can hold a mask)."""
         with self._source.reading() as index:
-            return self._source.frames(index, self.file_tag)
+            return self._source.frames(index, self.file_tag, len(self))
 
-    def _decode(self, device: str, max_bytes: int | None = None) -> Any:
+    def _decode(self, device: str, max_bytes: int | None = None) -> Array | None:
         frame_shape = self.frame_shape
         if frame_shape == (0, 0):
             return None
-        n = len(self)
-        check_block(n, frame_shape, max_bytes)
-        jobs = [FrameJob(self._meta, seq, seq) for seq in self._present()]
-        block = decode_block(self._source, jobs, n, frame_shape, device, max_bytes)
+        jobs = [FrameJob(self._meta, seq, seq) for seq in self.frames_with_chunk()]
+        block = decode_block(
+            self._source,
+            jobs,
+            (len(self), *frame_shape),  # type: ignore[arg-type]
+            resolve_device(device),
+            max_bytes=max_bytes,
+        )
         return block.reshape(self.coordinate_shape + frame_shape)
 
     def asarray(
-        self, device: str | None = None, *, max_bytes: int | None = None
-    ) -> Any:
+        self, device: DeviceRequest | None = None, *, max_bytes: int | None = None
+    ) -> Array | None:
         """Stack all frames into one array of shape ``coordinate_shape + frame_shape``.
 
         Frames without a mask are zeros. Returns None if no frame has a mask.
@@ -265,70 +370,95 @@ class BinaryLayer(_DeviceArrayInterop):
         -------
         numpy.ndarray, cupy.ndarray or None
         """
-        return self._decode(resolve_device(device or self._device), max_bytes)
+        return self._decode(_request(device, self._device), max_bytes)
 
     def decode(
         self,
-        frames: Sequence[int],
-        device: str | None = None,
+        frames: FrameIndex,
+        device: DeviceRequest | None = None,
         *,
+        out: Array | None = None,
         max_bytes: int | None = None,
-    ) -> Any:
+    ) -> Array:
         """Decode only the given frames into one ``(len(frames), Y, X)`` array.
 
         Meant for training loaders: each call decodes just the requested frames
-        (missing ones are zeros), reusing the decoder's internal buffers across
-        calls.
+        (frames without a mask are zeros), optionally into a buffer of the
+        caller's that is reused from batch to batch.
 
         Parameters
         ----------
-        frames : sequence of int
-            Sequence indices (negative ones count from the end); repeats allowed.
+        frames : int, slice, range, sequence of int, or integer/bool array
+            Sequence indices as nd2 users index (negative ones count from the
+            end; repeats allowed). One integer gives one ``(Y, X)`` frame.
         device : {"cpu", "cuda", "auto"}, optional
-            None uses the file's device.
+            None uses the file's device (or, with ``out``, the device ``out``
+            lives on).
+        out : numpy.ndarray or CUDA array, optional
+            Where to write the result: uint16, C-contiguous, of exactly the
+            result's shape, on the device decoded to. Overwritten entirely.
         max_bytes : int, optional
-            Refuse (``MemoryError``) a result larger than this.
+            Refuse (``MemoryError``) a new result larger than this.
 
         Returns
         -------
         numpy.ndarray or cupy.ndarray
-            Shape ``(len(frames), *frame_shape)``, uint16; ``(len(frames), 0, 0)``
-            if the layer has no mask at all.
+            ``out`` when given; else shape ``(len(frames), *frame_shape)``
+            uint16, ``(len(frames), 0, 0)`` if the layer has no mask at all.
+
+        Raises
+        ------
+        IndexError
+            If a frame index is out of range.
+        TypeError, ValueError
+            If ``frames`` or ``out`` is not usable (wrong kind, dtype or shape).
 
         Examples
         --------
-        >>> batch = layer.decode([0, 5, 9], device="cuda")  # doctest: +SKIP
+        >>> batch = layer.decode([0, 5, 9])  # (3, Y, X) NumPy  # doctest: +SKIP
+        >>> buf = cupy.empty((16, *layer.frame_shape), cupy.uint16)  # doctest: +SKIP
+        >>> layer.decode(range(16), device="cuda", out=buf)  # doctest: +SKIP
         """
-        n = len(self)
-        seqs = [int(i) for i in frames]
-        for i in seqs:
-            if not -n <= i < n:
-                raise IndexError(f"frame index {i} out of range for {n} frames")
+        seqs, single = frame_indices(frames, len(self))
         frame_shape = self.frame_shape
-        check_block(len(seqs), frame_shape, max_bytes)
-        present = set(self._present()) if frame_shape != (0, 0) else set()
+        if out is not None and device is None:
+            device = "cpu" if isinstance(out, np.ndarray) else "cuda"
+        present = set(self.frames_with_chunk()) if frame_shape != (0, 0) else set()
         jobs = [
-            FrameJob(self._meta, seq % n, slot)
+            FrameJob(self._meta, seq, slot)
             for slot, seq in enumerate(seqs)
-            if seq % n in present
+            if seq in present
         ]
-        return decode_block(
+        shape = (len(seqs), *frame_shape)
+        target = out
+        if out is not None and single:
+            if tuple(out.shape) != frame_shape:
+                raise ValueError(
+                    f"out has shape {tuple(out.shape)}, the result {frame_shape}"
+                )
+            target = out[None]
+        block = decode_block(
             self._source,
             jobs,
-            len(seqs),
-            frame_shape,
-            resolve_device(device or self._device),
-            max_bytes,
+            shape,  # type: ignore[arg-type]
+            resolve_device(_request(device, self._device)),
+            max_bytes=max_bytes,
+            out=target,
         )
+        if out is not None:
+            return out
+        return block[0] if single else block
 
-    def to_dask(self, device: str | None = None, frames_per_chunk: int = 1) -> Any:
+    def to_dask(
+        self, device: DeviceRequest | None = None, frames_per_chunk: int = 1
+    ) -> dask.array.Array | None:
         """A dask array of ``asarray()``'s shape, chunked along frames.
 
         See ``nd2gpu._dask.layer_to_dask``.
         """
         from ._dask import layer_to_dask
 
-        return layer_to_dask(self, device, frames_per_chunk)
+        return layer_to_dask(self, _request(device, self._device), frames_per_chunk)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         """NumPy array of the layer (always on the host)."""
@@ -341,14 +471,22 @@ class BinaryLayer(_DeviceArrayInterop):
         return self._decode("cuda")
 
 
-class BinaryLayers(Sequence[BinaryLayer], _DeviceArrayInterop):
+def _request(
+    device: DeviceRequest | None, default: DeviceRequest | None
+) -> DeviceRequest | None:
+    """A call's device request, falling back to the file's."""
+    return check_request(device) if device is not None else default
+
+
+class BinaryLayers(nd2.BinaryLayers, _GpuExport):
     """The binary layers of an ND2 file, as returned by ``ND2File.binary_data``.
 
-    A sequence of ``BinaryLayer``; ``asarray()`` / ``np.asarray(layers)`` stack
-    every layer that has at least one mask into one array of shape
-    ``(n_layers, *coordinate_shape, Y, X)``, decoded once into one block.
-    ``cupy.asarray(layers)`` (through ``__cuda_array_interface__``) and
-    ``torch.from_dlpack(layers)`` take the block decoded on the GPU without a copy.
+    An ``nd2.BinaryLayers``: a sequence of ``BinaryLayer``; ``asarray()`` /
+    ``np.asarray(layers)`` stack every layer that has at least one mask into one
+    array of shape ``(n_layers, *coordinate_shape, Y, X)``, decoded once into
+    one block. ``cupy.asarray(layers)`` (through ``__cuda_array_interface__``)
+    and ``torch.from_dlpack(layers)`` take the block decoded on the GPU without
+    a copy.
 
     Examples
     --------
@@ -358,9 +496,15 @@ class BinaryLayers(Sequence[BinaryLayer], _DeviceArrayInterop):
     ...     gpu = layers.asarray(device="cuda")  # CuPy
     """
 
-    def __init__(self, layers: list[BinaryLayer]) -> None:
-        self._data = layers
-        self._cuda_cache = _DeviceBlockCache()
+    def __init__(self, layers: Sequence[BinaryLayer]) -> None:
+        super().__init__(list(layers))
+        self._init_export()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"layers": self._data}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["layers"])  # type: ignore[misc]
 
     @overload
     def __getitem__(self, key: int) -> BinaryLayer: ...
@@ -374,15 +518,9 @@ class BinaryLayers(Sequence[BinaryLayer], _DeviceArrayInterop):
     def __iter__(self) -> Iterator[BinaryLayer]:
         return iter(self._data)
 
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} with {len(self)} layers>"
-
-    def asarray(
-        self, device: str | None = None, *, max_bytes: int | None = None
-    ) -> Any:
+    def asarray(  # type: ignore[override]
+        self, device: DeviceRequest | None = None, *, max_bytes: int | None = None
+    ) -> Array:
         """Stack every layer that has a mask into ``(n_layers, *coords, Y, X)``.
 
         Parameters
@@ -400,22 +538,20 @@ class BinaryLayers(Sequence[BinaryLayer], _DeviceArrayInterop):
             If the layers' frames differ in shape, or any payload is corrupt.
         """
         layers = self.stackable_layers()
-        frame_shape = layers[0].frame_shape
         first = layers[0]
+        frame_shape = first.frame_shape
         n = len(first)
-        check_block(len(layers) * n, frame_shape, max_bytes)
         jobs = [
-            FrameJob(layer._meta, seq, i * n + seq)
+            FrameJob(layer.meta, seq, i * n + seq)
             for i, layer in enumerate(layers)
-            for seq in layer._present()
+            for seq in layer.frames_with_chunk()
         ]
         block = decode_block(
-            first._source,
+            first.source,
             jobs,
-            len(layers) * n,
-            frame_shape,
-            resolve_device(device or first._device),
-            max_bytes,
+            (len(layers) * n, *frame_shape),  # type: ignore[arg-type]
+            resolve_device(_request(device, first.device_request)),
+            max_bytes=max_bytes,
         )
         return block.reshape((len(layers), *first.coordinate_shape, *frame_shape))
 
@@ -438,18 +574,21 @@ class BinaryLayers(Sequence[BinaryLayer], _DeviceArrayInterop):
                 raise DecodeError(
                     f"layer {layer.name!r} has {layer.frame_shape} frames but layer "
                     f"{layers[0].name!r} has {frame_shape}: they cannot be stacked",
-                    path=layer._source.path,
+                    path=layer.path,
                 )
         return layers
 
-    def to_dask(self, device: str | None = None, frames_per_chunk: int = 1) -> Any:
+    def to_dask(
+        self, device: DeviceRequest | None = None, frames_per_chunk: int = 1
+    ) -> dask.array.Array:
         """A dask array of ``asarray()``'s shape, chunked along frames.
 
         See ``nd2gpu._dask.layers_to_dask``.
         """
         from ._dask import layers_to_dask
 
-        return layers_to_dask(self, device, frames_per_chunk)
+        default = self._data[0].device_request if self._data else None
+        return layers_to_dask(self, _request(device, default), frames_per_chunk)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         """NumPy array of all layers (always on the host)."""

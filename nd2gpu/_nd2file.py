@@ -2,95 +2,40 @@
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import nd2
 
-# nd2's public ``custom_data`` decodes every CustomDataVar chunk, so one corrupt
-# unrelated chunk would fail ``binary_data`` where nd2's own ``binary_data``
-# (which decodes only the BinaryMetadata_v1 chunk) succeeds. We therefore decode
-# that one chunk with the same variant decoders nd2's reader uses, and fall back
-# to the public ``custom_data`` if a future nd2 moves them.
-try:
-    from nd2._parse._clx_lite import json_from_clx_lite_variant
-    from nd2._parse._clx_xml import json_from_clx_variant
-except ImportError:  # pragma: no cover - depends on the nd2 version
-    json_from_clx_lite_variant = json_from_clx_variant = None
-
-from ._chunk_format import BINARY_METADATA_CHUNK
-from ._errors import DecodeError
+from ._decode.mask_source import MaskSource
+from ._device import DeviceRequest, check_request, resolve_device
+from ._format.container import BINARY_METADATA_CHUNK
+from ._format.layer_metadata import decode_layer_metadata
 from ._layers import BinaryLayer, BinaryLayers
-from ._mask_source import LayerMeta, MaskSource
-
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def _binary_metadata_items(
-    chunk: bytes, source: MaskSource, custom_data: Callable[[], dict[str, Any]]
-) -> list[tuple[Any, Any]] | None:
-    """The sorted items of a ``BinaryMetadata_v1`` chunk, as nd2 decodes them.
-
-    The chunk is read by nd2gpu (cut at the end of the file like any chunk) and
-    decoded with nd2's own variant decoders, as ``nd2``'s reader does. Returns
-    None when the decoded chunk lacks the ``BinaryMetadata_v1`` tag.
-
-    Raises
-    ------
-    DecodeError
-        If the chunk cannot be decoded or its items are not a mapping.
-    """
-    try:
-        if json_from_clx_variant is None or json_from_clx_lite_variant is None:
-            decoded = custom_data()["BinaryMetadata_v1"]
-        elif chunk.startswith(b"<"):
-            decoded = json_from_clx_variant(chunk, strip_prefix=True)
-        else:
-            decoded = json_from_clx_lite_variant(chunk, strip_prefix=True)
-        if not isinstance(decoded, dict):
-            raise TypeError(f"decoded to {type(decoded).__name__}, not a mapping")
-        if "BinaryMetadata_v1" not in decoded:
-            return None
-        return sorted(decoded["BinaryMetadata_v1"].items())
-    except Exception as e:
-        raise DecodeError(
-            f"cannot decode the binary-layer metadata chunk ({e!r})",
-            path=source.path,
-            where="file",
-        ) from e
-
-
-def _layer_meta(item: Any, source: MaskSource) -> LayerMeta:
-    try:
-        return LayerMeta.from_item(item)
-    except (KeyError, TypeError, AttributeError) as e:
-        raise DecodeError(
-            f"a binary-layer metadata item lacks a Name or FileTag ({e!r})",
-            path=source.path,
-            where="file",
-        ) from e
 
 
 class ND2File(nd2.ND2File):
     """An ND2 file whose binary layers decode fast, to NumPy or straight to the GPU.
 
-    A drop-in subclass of ``nd2.ND2File``: everything nd2 offers keeps working.
-    ``binary_data`` returns a lazy ``nd2gpu.BinaryLayers`` with the same values
-    nd2 gives, decoded only when asked for.
+    A drop-in subclass of ``nd2.ND2File``: everything nd2 offers keeps working,
+    with the same types. ``binary_data`` returns a lazy ``nd2gpu.BinaryLayers``
+    with the same values nd2 gives, decoded only when asked for.
 
     Parameters
     ----------
     path : str or os.PathLike
         The ND2 file (a local path: nd2gpu memory-maps it).
-    device : {"auto", "cpu", "cuda"}
-        Where arrays are decoded by default. "auto" picks "cuda" when a CUDA GPU
-        and CuPy are usable, else "cpu". Asking for "cuda" where it is not usable
-        raises ``nd2gpu.DeviceUnavailableError`` naming what is missing (on first
-        decode, or on reading ``device``).
+    device : {"cpu", "cuda", "auto"}, optional
+        Where binary layers are decoded by default. None (the default) and "cpu"
+        give NumPy arrays, exactly as nd2 does; "cuda" gives CuPy arrays decoded
+        on the GPU; "auto" gives CuPy where a GPU and CuPy are usable, else
+        NumPy. Asking for "cuda" where it is not usable raises
+        ``nd2gpu.DeviceUnavailableError`` naming what is missing (on first
+        decode, or on reading ``device``). Whatever the default,
+        ``cupy.asarray(layers)`` and ``torch.from_dlpack(layers)`` decode on the
+        GPU where one is usable.
     **nd2_kwargs
         Passed to ``nd2.ND2File``.
 
@@ -103,10 +48,13 @@ class ND2File(nd2.ND2File):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, device: str = "auto", **nd2_kwargs: Any
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: DeviceRequest | None = None,
+        **nd2_kwargs: Any,
     ) -> None:
-        if device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+        check_request(device)
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(
                 f"nd2gpu.ND2File needs a local file path, not {type(path).__name__}"
@@ -120,8 +68,6 @@ class ND2File(nd2.ND2File):
     @property
     def device(self) -> str:
         """The resolved default device of this file: "cpu" or "cuda"."""
-        from ._device import resolve_device
-
         return resolve_device(self._device_request)
 
     @property
@@ -141,7 +87,7 @@ class ND2File(nd2.ND2File):
 
     def _source(self) -> MaskSource:
         if self._mask_source is None:
-            self._mask_source = source = MaskSource(self.path, 0)
+            self._mask_source = source = MaskSource(self.path)
             # An unclosed file that is garbage-collected releases its map too.
             weakref.finalize(self, source.detach)
             if self.closed:
@@ -158,8 +104,10 @@ class ND2File(nd2.ND2File):
             if BINARY_METADATA_CHUNK not in index:
                 return None
             chunk = index.read(BINARY_METADATA_CHUNK)
-        items = _binary_metadata_items(chunk or b"", source, lambda: self.custom_data)
-        if items is None:
+        metas = decode_layer_metadata(
+            chunk or b"", str(source.path), lambda: self.custom_data
+        )
+        if metas is None:
             warnings.warn(
                 f"{self.path!r} has a BinaryMetadata_v1 chunk without the "
                 "'BinaryMetadata_v1' tag: no binary layers read",
@@ -167,8 +115,6 @@ class ND2File(nd2.ND2File):
             )
             return None
         coordinate_shape = tuple(loop.count for loop in self.experiment)
-        metas = [_layer_meta(item, source) for _, item in items]
-        source.n_frames = math.prod(coordinate_shape)
         return BinaryLayers(
             [
                 BinaryLayer(meta, source, coordinate_shape, self._device_request)

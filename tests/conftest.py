@@ -20,7 +20,7 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _cuda_driver_present():
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from nd2gpu._writer import write_nd2  # noqa: E402
+from nd2gpu._write.nd2_writer import write_nd2  # noqa: E402
 
 
 def random_labels(

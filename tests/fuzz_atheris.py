@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of nd2gpu against nd2 with atheris, for long runs.
 
 Not part of CI (atheris is not a test dependency): it runs the oracles of
-tests/test_fuzz.py (tests/fuzz_support.py) on inputs that atheris (libFuzzer)
+tests/test_fuzz.py (tests/fuzz_*_oracle.py) on inputs that atheris (libFuzzer)
 mutates and evolves, for as long as you let it::
 
     pip install atheris
@@ -30,7 +30,7 @@ The first input byte picks a mode (among those in ``ND2GPU_FUZZ_MODES``):
     the input chooses: bit flips, wild words, insertions, deletions, cuts.
 ``file``
     A small ND2 file written by write_nd2, damaged by the mutations of
-    ``fuzz_support.FILE_MUTATIONS`` (map entries, chunk lengths, flips, cuts),
+    ``fuzz_mutations.FILE_MUTATIONS`` (map entries, chunk lengths, flips, cuts),
     then opened with nd2 and nd2gpu and compared frame by frame.
 
 Each process writes its files to a private temporary directory. Run several
@@ -64,25 +64,26 @@ KERNELS = ["nd2gpu.kernels"] + [
     for p in (Path(__file__).parents[1] / "kernels").glob("*.py")
 ]
 with atheris.instrument_imports(
-    include=["nd2gpu", "nd2", "fuzz_support"], exclude=KERNELS
+    include=["nd2gpu", "nd2", "fuzz_payload_oracle", "fuzz_file_oracle"],
+    exclude=KERNELS,
 ):
-    import fuzz_support  # noqa: F401 - imports nd2 and nd2gpu, instrumented
+    import fuzz_file_oracle  # noqa: F401 - imports nd2 and nd2gpu, instrumented
+    import fuzz_payload_oracle  # noqa: F401
 
 import numpy as np  # noqa: E402
-from fuzz_support import (  # noqa: E402
-    WILD_WORDS,
+from fuzz_file_oracle import check_file  # noqa: E402
+from fuzz_mutations import (  # noqa: E402
     base_files,
-    check_file,
-    check_payload,
     delete_bytes,
     flip_bits,
     insert_bytes,
     mutate_file,
     set_words,
 )
+from fuzz_payload_oracle import WILD_WORDS, check_payload  # noqa: E402
 from streams import stream_words  # noqa: E402
 
-from nd2gpu._rle_encode import encode_label_frame  # noqa: E402
+from nd2gpu._format.mask_encode import encode_label_frame  # noqa: E402
 
 MODES = ("stream", "words", "payload", "edit", "file")
 ACTIVE = [m for m in os.environ.get("ND2GPU_FUZZ_MODES", ",".join(MODES)).split(",")]

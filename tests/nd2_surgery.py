@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from nd2gpu._chunk_format import CHUNK_HEADER, FILEMAP_SIGNATURE
-from nd2gpu._chunk_index import ChunkIndex
-from nd2gpu._writer import _atomic_output, _ChunkWriter
+from nd2gpu._format.chunk_index import ChunkIndex
+from nd2gpu._format.container import CHUNK_HEADER, FILEMAP_SIGNATURE
+from nd2gpu._write.atomic import atomic_file as _atomic_output
+from nd2gpu._write.nd2_writer import _ChunkWriter
 
 #: An edit gets a chunk's name and data and returns new data, or None to drop it.
 Edit = Callable[[bytes, bytes], bytes | None]

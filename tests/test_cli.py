@@ -13,7 +13,7 @@ import zarr
 from nd2_surgery import rewrite
 
 import nd2gpu
-from nd2gpu._cli import main, sample_path
+from nd2gpu.cli import main, sample_path
 
 
 def host_layers(path):

@@ -13,7 +13,7 @@ from nd2_surgery import rewrite
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu._dask import _loop_chunks, decode_frames_from_file
+from nd2gpu._dask import _loop_chunks, decode_block_task
 from nd2gpu._device import cuda_status, simulator_active
 
 
@@ -94,16 +94,14 @@ def test_graph_pickles_and_file_may_be_closed(make_nd2):
         np.testing.assert_array_equal(y.compute(scheduler="sync"), ref)
 
 
-def test_task_function_opens_the_file_itself(make_nd2):
+def test_task_function_reads_the_file_from_a_pickled_layer(make_nd2):
     path, _ = make_nd2(loops=(("T", 3),))
     with nd2gpu.ND2File(path, device="cpu") as f:
         layer = f.binary_data[1]
         ref = layer.asarray()
-        tag = layer.file_tag
-    block = decode_frames_from_file(str(path), tag, "cpu", range(1, 3), (2, 13, 17))
+    moved = pickle.loads(pickle.dumps(layer))  # as a worker process gets it
+    block = decode_block_task(moved, "cpu", range(1, 3), (2, 13, 17))
     np.testing.assert_array_equal(block, ref[1:3])
-    with pytest.raises(ValueError, match="no binary layer with file tag"):
-        decode_frames_from_file(str(path), "nope", "cpu", [0], (1, 13, 17))
 
 
 def test_layers_without_masks_are_left_out_like_asarray(make_nd2, tmp_path):
@@ -186,7 +184,6 @@ def test_cuda_device(make_nd2):
     with nd2gpu.ND2File(path, device="cpu") as f:
         layers = f.binary_data
         ref = layers.asarray()
-        tag = layers[0].file_tag
     ok, why = cuda_status()
     if ok and not simulator_active():
         import cupy
@@ -198,9 +195,9 @@ def test_cuda_device(make_nd2):
         np.testing.assert_array_equal(result.get(), ref)
     else:
         assert simulator_active(), why  # conftest turns the simulator on without GPU
-        block = decode_frames_from_file(str(path), tag, "cuda", range(2), (2, 6, 7))
+        block = decode_block_task(layers[0], "cuda", range(2), (2, 6, 7))
         assert not isinstance(block, np.ndarray)
-        np.testing.assert_array_equal(block.copy_to_host(), ref[0])
+        np.testing.assert_array_equal(block.get(), ref[0])
 
 
 @pytest.fixture(scope="module")
@@ -235,12 +232,10 @@ def test_distributed_local_cluster(make_nd2, client, frames_per_chunk):
 
 def test_cuda_is_checked_by_the_workers(make_nd2, monkeypatch):
     """A client without a GPU builds a graph for GPU workers; decoding checks."""
-    from nd2gpu import _device
+    from nd2gpu._backends.cuda import probe
 
     path, _ = make_nd2(loops=(("T", 2),))
-    monkeypatch.setattr(
-        _device, "_probe", lambda: _device._Probe(False, "no GPU", False)
-    )
+    monkeypatch.setattr(probe, "probe", lambda: probe.CudaProbe(False, "no GPU", False))
     with nd2gpu.ND2File(path) as f:
         layers = f.binary_data
         x = layers.to_dask(device="cuda")

@@ -12,7 +12,7 @@ from nd2._binary import decode_binary_mask as reference_decode
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu import _inflate
+from nd2gpu._decode import inflate as _inflate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Expected")
 

@@ -4,10 +4,11 @@ A bounded run for CI (3,550 cases in all). For millions of cases run the
 atheris target (tests/fuzz_atheris.py) or raise the example counts with
 ``ND2GPU_FUZZ_EXAMPLES=<factor>`` (each test runs factor x its CI count).
 
-The oracles are in tests/fuzz_support.py: where nd2 decodes, nd2gpu gives the
-same arrays; where nd2 fails on the binary data, nd2gpu raises DecodeError and
-nothing else; where nd2 cannot even open the file (file-level metadata that
-nd2gpu also reads through nd2), nd2gpu may raise what nd2 raises there.
+The oracles are in tests/fuzz_payload_oracle.py and tests/fuzz_file_oracle.py:
+where nd2 decodes, nd2gpu gives the same arrays; where nd2 fails on the binary
+data, nd2gpu raises DecodeError and nothing else; where nd2 cannot even open the
+file (file-level metadata that nd2gpu also reads through nd2), nd2gpu may raise
+what nd2 raises there.
 """
 
 from __future__ import annotations
@@ -25,29 +26,28 @@ from pathlib import Path
 import nd2
 import numpy as np
 import pytest
-from fuzz_support import (
-    MAX_FRAME_PIXELS,
-    SMALL_FRAME_PIXELS,
-    WILD_WORDS,
+from fuzz_file_oracle import check_file
+from fuzz_mutations import (
     base_files,
-    check_file,
-    check_payload,
     delete_bytes,
     flip_bits,
     insert_bytes,
     mutate_file,
     set_words,
 )
+from fuzz_payload_oracle import SMALL_FRAME_PIXELS, WILD_WORDS, check_payload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nd2_surgery import chunks, rewrite
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu import _frame_decode
-from nd2gpu._chunk_format import BINARY_METADATA_CHUNK
-from nd2gpu._rle_encode import encode_label_frame, encode_mask_chunk
-from nd2gpu._writer import _atomic_output, _ChunkWriter
+from nd2gpu._decode import frame as _frame_decode
+from nd2gpu._format.container import BINARY_METADATA_CHUNK
+from nd2gpu._format.mask_encode import encode_label_frame, encode_mask_chunk
+from nd2gpu._limits import MAX_FRAME_PIXELS
+from nd2gpu._write.atomic import atomic_file as _atomic_output
+from nd2gpu._write.nd2_writer import _ChunkWriter
 
 FACTOR = max(1, int(os.environ.get("ND2GPU_FUZZ_EXAMPLES", "1")))
 
@@ -259,7 +259,7 @@ def bases() -> dict[str, bytes]:
     return _BASES
 
 
-#: Mutation indices (see fuzz_support.FILE_MUTATIONS), the binary parts weighted.
+#: Mutation indices (see fuzz_mutations.FILE_MUTATIONS), the binary parts weighted.
 MUTATIONS = st.sampled_from([0, 1, 1, 2, 2, 3, 4, 4, 5, 5, 6, 7, 8, 9, 10, 11])
 step = st.tuples(MUTATIONS, st.integers(0, 1 << 20), st.integers(0, 1 << 20))
 
@@ -389,7 +389,7 @@ def test_broken_experiment_in_a_file_without_layers(make_nd2, tmp_path) -> None:
 
 
 def test_metadata_item_without_file_tag(make_nd2, tmp_path) -> None:
-    from nd2gpu._clx_lite import encode_clx_lite
+    from nd2gpu._format.clx_lite import encode_clx_lite
 
     path, _ = make_nd2(loops=(("T", 2),), layers=("a",))
     meta = encode_clx_lite({"BinaryMetadata_v1": {"0000": {"Name": "a"}}})

@@ -20,8 +20,9 @@ from nd2_surgery import rewrite
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu import _frame_decode, _inflate
-from nd2gpu._writer import _experiment
+from nd2gpu._decode import frame as _frame_decode
+from nd2gpu._decode import inflate as _inflate
+from nd2gpu._write.nd2_writer import _experiment
 
 FAST_SECONDS = 1.0
 

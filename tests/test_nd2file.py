@@ -9,12 +9,12 @@ import warnings
 import nd2
 import numpy as np
 import pytest
-from fuzz_support import LAYER_ATTRS as METADATA_ATTRS
+from fuzz_file_oracle import LAYER_ATTRS as METADATA_ATTRS
 from nd2_surgery import chunk_offset, rewrite
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu import _frame_decode
+from nd2gpu._decode import frame as _frame_decode
 
 #: Every public metadata attribute of a layer, compared with nd2's.
 LAYER_ATTRS = (*METADATA_ATTRS, "frame_shape")
@@ -302,12 +302,12 @@ def test_version_warning_in_a_file(make_nd2, tmp_path):
 def test_metadata_through_public_custom_data_gives_the_same_layers(
     make_nd2, monkeypatch
 ):
-    """The fallback used if nd2 moves its chunk decoders (see _nd2file.py)."""
-    from nd2gpu import _nd2file
+    """The fallback used if nd2 moves its chunk decoders (see layer_metadata.py)."""
+    from nd2gpu._format import layer_metadata
 
     path, _ = make_nd2(loops=(("T", 2),), layers=("a", "b"))
-    monkeypatch.setattr(_nd2file, "json_from_clx_lite_variant", None)
-    monkeypatch.setattr(_nd2file, "json_from_clx_variant", None)
+    monkeypatch.setattr(layer_metadata, "json_from_clx_lite_variant", None)
+    monkeypatch.setattr(layer_metadata, "json_from_clx_variant", None)
     assert_layers_match_nd2(path)
     with nd2gpu.ND2File(path) as f:
         assert [layer.name for layer in f.binary_data] == ["a", "b"]

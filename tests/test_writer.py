@@ -17,19 +17,19 @@ from hypothesis.extra import numpy as hnp
 from nd2._binary import decode_binary_mask
 from nd2._parse._clx_lite import json_from_clx_lite_variant
 
-import nd2gpu._clx_lite as clx_module
-import nd2gpu._rle_encode as rle_module
-import nd2gpu._writer as writer_module
-from nd2gpu._chunk_format import (
+import nd2gpu._format.clx_lite as clx_module
+import nd2gpu._format.mask_encode as rle_module
+import nd2gpu._write.nd2_writer as writer_module
+from nd2gpu._format.clx_lite import Int64, UInt32, UInt64, encode_clx_lite
+from nd2gpu._format.container import (
     CHUNK_ALIGNMENT,
     CHUNK_HEADER,
     CHUNK_MAGIC,
     CHUNKMAP_LOCATION,
     CHUNKMAP_SIGNATURE,
 )
-from nd2gpu._clx_lite import Int64, UInt32, UInt64, encode_clx_lite
-from nd2gpu._rle_encode import encode_label_frame, encode_mask_chunk
-from nd2gpu._writer import write_nd2
+from nd2gpu._format.mask_encode import encode_label_frame, encode_mask_chunk
+from nd2gpu._write.nd2_writer import write_nd2
 
 # nd2 must read every file we write without a single warning.
 pytestmark = pytest.mark.filterwarnings("error")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import nd2gpu
-import nd2gpu._writer as writer_module
-from nd2gpu._writer import write_nd2
+import nd2gpu._write.nd2_writer as writer_module
+from nd2gpu._write.nd2_writer import write_nd2
 
 LABELS = np.zeros((2, 6, 5), np.uint16)
 LABELS[:, 1:3, 1:4] = 4

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ._cli_common import CLIError, input_path, open_layers
-from ._device import cuda_status, simulator_active
-from ._errors import DeviceUnavailableError
-from ._layers import BinaryLayers
+from .._device import cuda_status, simulator_active
+from .._errors import DeviceUnavailableError
+from .._layers import BinaryLayers
+from .common import CLIError, input_path, open_layers
 
 #: Frames smaller than this measure per-call overheads more than decoding.
 SMALL_FRAME_PIXELS = 512 * 512

@@ -7,7 +7,8 @@ import os
 import threading
 from pathlib import Path
 
-from ._chunk_format import (
+from .._errors import DecodeError
+from .container import (
     CHUNK_HEADER,
     CHUNK_MAGIC,
     CHUNKMAP_ENTRY,
@@ -15,7 +16,6 @@ from ._chunk_format import (
     CHUNKMAP_SIGNATURE,
     FILEMAP_SIGNATURE,
 )
-from ._errors import DecodeError
 
 #: The largest chunk data length that is a valid size (``sys.maxsize`` on 64-bit
 #: platforms; nd2 cannot read a longer chunk either).

@@ -8,15 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import DecodeError
-from ._inflate import inflate_payload, read_header
-from .kernels import _parse_kernels as pk
-
-#: The largest frame accepted (pixels). A header claiming more is hostile or corrupt:
-#: it is refused before anything is allocated for it. Below 2**31 so that every run
-#: (at most one row long) fits the run table's int32 lengths.
-MAX_FRAME_PIXELS = (1 << 31) - 1
-EXPECTED_VERSION = 3
+from .._errors import DecodeError
+from .._format.mask_stream import HEADER_WORDS, STREAM_VERSION
+from .._limits import MAX_FRAME_PIXELS, check_allocation
+from ..kernels import _parse_kernels as pk
+from .inflate import inflate_payload, read_header
 
 _STATUS_REASONS = {
     pk.TRUNCATED: "stream ends inside a record",
@@ -76,9 +72,9 @@ def parse_header(payload: bytes) -> FrameHeader:
 
 def warn_version(header: FrameHeader, where: str = "") -> None:
     """Warn, as the reference does, about a version word other than 3."""
-    if header.version != EXPECTED_VERSION:
+    if header.version != STREAM_VERSION:
         warnings.warn(
-            f"Expected binary-mask version {EXPECTED_VERSION} but got "
+            f"Expected binary-mask version {STREAM_VERSION} but got "
             f"{header.version}{where}; decoding it the same way nd2 does.",
             stacklevel=3,
         )
@@ -142,7 +138,7 @@ def parse_runs(
     DecodeError
         For a truncated stream, a row outside the frame or an id above 65535.
     """
-    if words.shape[0] < pk.HEADER_WORDS:
+    if words.shape[0] < HEADER_WORDS:
         raise DecodeError("stream ends inside the frame header", offset=0)
     status, end_run, end_pixel, word = pk.parse_frame_runs(
         words,
@@ -246,14 +242,12 @@ def decode_binary_mask(payload: bytes) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np, nd2gpu
-    >>> from nd2gpu._rle_encode import encode_mask_chunk
+    >>> from nd2gpu._format.mask_encode import encode_mask_chunk
     >>> labels = np.array([[0, 1, 1], [2, 2, 0]], dtype=np.uint16)
     >>> nd2gpu.decode_binary_mask(encode_mask_chunk(labels)[4:])
     array([[0, 1, 1],
            [2, 2, 0]], dtype=uint16)
     """
-    from ._cpu_stack import check_allocation
-
     header = parse_header(bytes(payload))
     warn_version(header)
     check_allocation(2 * header.n_pixels, None, f"a {header.shape} uint16 frame")

@@ -1,150 +1,30 @@
-"""Device side of the pipeline: output allocation, run-table upload, expansion.
+"""Run tables to the GPU and expanded there: the CUDA half of decoding.
 
-Two modes, chosen by ``nd2gpu._device``:
-
-- CuPy (a real GPU): outputs are CuPy arrays; work goes on CuPy's current stream
-  (wrapped for numba with ``cuda.external_stream``), so it is ordered with the
-  CuPy code around it.
-- numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``): outputs are numba
-  (simulated) device arrays; streams and events exist but everything runs
-  synchronously.
-
-numba.cuda and CuPy are imported on first use, never when nd2gpu is imported.
+On a GPU, work goes on CuPy's current stream (wrapped for numba with
+``cuda.external_stream``), so it is ordered with the CuPy code around it. Under
+numba's CUDA simulator streams and events exist but everything runs
+synchronously, on host memory.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import threading
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ._device import cuda_status, simulator_active
-from ._errors import DeviceUnavailableError
-from .kernels._run_table import RunTable
+from ...kernels import _expand_cuda
+from ...kernels._run_table import RunTable
+from .arrays import SimulatedDeviceArray, cupy_module, numba_cuda
+from .probe import probe
 
-__all__ = ["CudaExpander", "allocate_output", "shared_expander", "to_host"]
+__all__ = ["CudaExpander", "shared_expander"]
 
 _MIN_CAPACITY = 4096
 #: Launch shape under the simulator, where every CUDA thread is a Python thread.
 _SIMULATOR_LAUNCH = {"block": 32, "items": 4}
 _per_thread = threading.local()
-
-
-def _numba_cuda() -> ModuleType:
-    ok, message = cuda_status()
-    if not ok:
-        raise DeviceUnavailableError(f"CUDA is not usable: {message}")
-    from numba import cuda
-
-    return cuda
-
-
-def _cupy() -> ModuleType | None:
-    """CuPy, or None under the simulator (whose arrays live in host memory)."""
-    _numba_cuda()
-    if simulator_active():
-        return None
-    import cupy
-
-    return cupy
-
-
-@functools.cache
-def _simulated_array_type() -> type:
-    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-
-    class SimulatedDeviceArray(FakeCUDAArray):
-        """A simulator device array that also exports ``__cuda_array_interface__``.
-
-        The pointer is to host memory, as all simulated device memory is; the
-        interface lets code written for CuPy-like arrays run under the simulator.
-        Views (reshape, indexing, ...) keep the type.
-        """
-
-        def _keep_type(self, out: Any) -> Any:
-            if type(out) is FakeCUDAArray:
-                return SimulatedDeviceArray(out._ary, out.stream)
-            return out
-
-        def __getitem__(self, key: Any) -> Any:
-            return self._keep_type(super().__getitem__(key))
-
-        def reshape(self, *args: Any, **kwargs: Any) -> Any:
-            return self._keep_type(super().reshape(*args, **kwargs))
-
-        def ravel(self, *args: Any, **kwargs: Any) -> Any:
-            return self._keep_type(super().ravel(*args, **kwargs))
-
-        def view(self, *args: Any, **kwargs: Any) -> Any:
-            return self._keep_type(super().view(*args, **kwargs))
-
-        def transpose(self, axes: Any = None) -> Any:
-            return self._keep_type(super().transpose(axes))
-
-        @property
-        def __cuda_array_interface__(self) -> dict[str, Any]:
-            a = self._ary
-            return {
-                "shape": a.shape,
-                "strides": None if a.flags.c_contiguous else a.strides,
-                "typestr": a.dtype.str,
-                "data": (a.ctypes.data, False),
-                "version": 3,
-                "stream": None,
-            }
-
-    return SimulatedDeviceArray
-
-
-def allocate_output(shape: int | tuple[int, ...]) -> Any:
-    """Allocate a ``uint16`` output block of ``shape``, zeroed on the device.
-
-    Parameters
-    ----------
-    shape : int or tuple of int
-        Shape of the block, e.g. ``(n_layers, *coords, Y, X)``.
-
-    Returns
-    -------
-    cupy.ndarray or numba device array
-        A CuPy array (zeroed on CuPy's current stream), or under the simulator a
-        numba simulator device array that also has ``__cuda_array_interface__``.
-
-    Raises
-    ------
-    MemoryError
-        If the GPU has less free memory (device plus CuPy's pool) than needed.
-    nd2gpu.DeviceUnavailableError
-        If CUDA is not usable.
-    """
-    shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
-    nbytes = math.prod(shape) * np.dtype(np.uint16).itemsize
-    cupy = _cupy()
-    if cupy is None:
-        # Simulated device memory is host memory: zeroing on the host is the same.
-        return _simulated_array_type()(np.zeros(shape, dtype=np.uint16))
-    free, _total = cupy.cuda.runtime.memGetInfo()
-    cached = cupy.get_default_memory_pool().free_bytes()
-    if nbytes > free + cached:
-        raise MemoryError(
-            f"the output block {shape} needs {nbytes} bytes of GPU memory, but only "
-            f"{free + cached} bytes are free ({free} on the device, {cached} cached "
-            "by CuPy's memory pool)"
-        )
-    return cupy.zeros(shape, dtype=np.uint16)
-
-
-def to_host(d_arr: Any) -> np.ndarray:
-    """Copy a device array (CuPy or numba) to a NumPy array, synchronously."""
-    if hasattr(d_arr, "copy_to_host"):
-        return d_arr.copy_to_host()
-    if hasattr(d_arr, "get"):
-        return d_arr.get()
-    return np.asarray(d_arr)
 
 
 class _BufferSet:
@@ -175,8 +55,8 @@ class CudaExpander:
     ----------
     stream : CuPy stream, numba stream or None
         Where uploads and kernels go. None: CuPy's current stream (at
-        construction), or a new numba stream under the simulator. Outputs from
-        ``allocate_output`` are zeroed on CuPy's current stream; with another
+        construction), or a new numba stream under the simulator. Blocks from
+        ``arrays.zeros`` are zeroed on CuPy's current stream; with another
         stream, order the two yourself.
     block, items : int, optional
         Launch shape of the kernel (threads per block, pixels per thread per
@@ -185,7 +65,7 @@ class CudaExpander:
     Examples
     --------
     >>> expander = CudaExpander()  # doctest: +SKIP
-    >>> out = allocate_output((n_frames, ny, nx))  # doctest: +SKIP
+    >>> out = arrays.zeros((n_frames, ny, nx))  # doctest: +SKIP
     >>> for table in tables:  # doctest: +SKIP
     ...     expander.expand(out, table)
     >>> expander.synchronize()  # doctest: +SKIP
@@ -198,10 +78,8 @@ class CudaExpander:
         block: int | None = None,
         items: int | None = None,
     ) -> None:
-        self._cuda = cuda = _numba_cuda()
-        cupy = _cupy()
-        from .kernels import _expand_cuda
-
+        self._cuda = cuda = numba_cuda()
+        cupy = cupy_module()
         self._expand_runs = _expand_cuda.expand_runs
         launch = (
             _SIMULATOR_LAUNCH
@@ -228,20 +106,20 @@ class CudaExpander:
         self._sets: list[_BufferSet | None] = [None, None]
         self._turn = 0
 
-    @property
-    def stream(self) -> Any:
-        """The numba stream everything is queued on."""
-        return self._stream
-
     def _context(self) -> Any:
         return self._cuda.gpus[self._device_id]
 
     def _new_event(self) -> Any:
-        if simulator_active():
+        if probe().simulator:
             return self._cuda.event()
         return self._cuda.event(timing=False)
 
     def _flat_view(self, d_out: Any) -> Any:
+        if isinstance(d_out, SimulatedDeviceArray):
+            view = d_out.host
+            if view.dtype != np.uint16 or not view.flags.c_contiguous:
+                raise ValueError("d_out must be a C-contiguous uint16 device array")
+            return view.reshape(-1)
         if getattr(d_out, "__cuda_ndarray__", False):
             view = d_out
         elif hasattr(d_out, "__cuda_array_interface__"):
@@ -324,24 +202,16 @@ class CudaExpander:
         """Wait until everything queued by this expander has finished."""
         self._stream.synchronize()
 
-    def close(self) -> None:
-        """Finish queued work and free the staging and device buffers.
-
-        The expander stays usable; buffers are allocated again when needed.
-        """
-        self.synchronize()
-        self._sets = [None, None]
-
 
 def shared_expander() -> CudaExpander:
     """This thread's expander for CuPy's current device and stream.
 
     Reusing one expander keeps its staging and device buffers from one decode to
     the next. It is replaced (after finishing its work) when the current device
-    or stream changes, so the expansion stays ordered after ``allocate_output``'s
+    or stream changes, so the expansion stays ordered after ``arrays.zeros``'s
     zeroing.
     """
-    cupy = _cupy()
+    cupy = cupy_module()
     key = None
     if cupy is not None:
         key = (cupy.cuda.Device().id, cupy.cuda.get_current_stream().ptr)

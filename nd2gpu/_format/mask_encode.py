@@ -1,6 +1,7 @@
 """Encoder of label images into ND2 ``RleZipBinarySequence`` frame payloads.
 
-The inflated payload is a stream of little-endian ``uint32`` words (FORMAT.md):
+The inflated payload is a stream of little-endian ``uint32`` words
+(``mask_stream``; docs/format.md):
 
 * frame header, 7 words: ``3, ncols, nrows, nmasks, tot_bytes, 0, 0`` where
   ``tot_bytes`` is the byte count of everything after the header;
@@ -22,16 +23,19 @@ from typing import Final
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .mask_stream import (
+    HEADER_WORDS,
+    MASK_PREFIX_BYTES,
+    MASK_WORDS,
+    MAX_LABEL,
+    STREAM_VERSION,
+)
+
 __all__ = ["check_label_values", "encode_label_frame", "encode_mask_chunk"]
 
-#: First word of every frame stream (the only version seen in real files).
-STREAM_VERSION: Final = 3
-FRAME_HEADER_WORDS: Final = 7
-MASK_HEADER_WORDS: Final = 9
-MAX_LABEL: Final = 65535
-#: The 4 bytes before the zlib stream; their meaning is unknown and the reference
+#: The bytes before the zlib stream; their meaning is unknown and the reference
 #: discards them, so we write zeros.
-MASK_CHUNK_PREFIX: Final = b"\x00\x00\x00\x00"
+MASK_CHUNK_PREFIX: Final = bytes(MASK_PREFIX_BYTES)
 
 
 def check_label_values(labels: np.ndarray, what: str = "labels") -> None:
@@ -150,26 +154,26 @@ def encode_label_frame(labels: ArrayLike) -> bytes:
     runs_per_group = np.diff(np.append(group_first_run, n_runs))
     runs_per_mask = np.diff(np.append(mask_first_run, n_runs))
     groups_per_mask = np.diff(np.append(mask_first_group, n_groups))
-    mask_words = MASK_HEADER_WORDS + 2 * groups_per_mask + 2 * runs_per_mask
-    total_words = FRAME_HEADER_WORDS + int(mask_words.sum())
+    mask_words = MASK_WORDS + 2 * groups_per_mask + 2 * runs_per_mask
+    total_words = HEADER_WORDS + int(mask_words.sum())
 
     # Word positions: everything before an item is the frame header, the mask
     # headers, row headers and runs that precede it.
-    m9 = MASK_HEADER_WORDS
+    m9 = MASK_WORDS
     mask_pos = (
-        FRAME_HEADER_WORDS
+        HEADER_WORDS
         + m9 * np.arange(n_masks)
         + 2 * mask_first_group
         + 2 * mask_first_run
     )
     group_pos = (
-        FRAME_HEADER_WORDS
+        HEADER_WORDS
         + m9 * (mask_of_group + 1)
         + 2 * np.arange(n_groups)
         + 2 * group_first_run
     )
     run_pos = (
-        FRAME_HEADER_WORDS
+        HEADER_WORDS
         + m9 * (mask_of_run + 1)
         + 2 * (group_of_run + 1)
         + 2 * np.arange(n_runs)
@@ -177,12 +181,12 @@ def encode_label_frame(labels: ArrayLike) -> bytes:
 
     out = np.zeros(total_words, dtype="<u4")
     roi_bytes = 4 * mask_words
-    out[:FRAME_HEADER_WORDS] = [
+    out[:HEADER_WORDS] = [
         STREAM_VERSION,
         ncols,
         nrows,
         n_masks,
-        4 * (total_words - FRAME_HEADER_WORDS),
+        4 * (total_words - HEADER_WORDS),
         0,
         0,
     ]

@@ -17,30 +17,31 @@ import contextlib
 import math
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ._cli_common import (
-    DEFAULT_BATCH_FRAMES,
-    CLIError,
-    Progress,
-    axis_letters,
-    host_frames,
-    open_layers,
-    rgb_hex,
-)
-from ._layers import BinaryLayer
-from ._nd2file import ND2File
+from .._layers import BinaryLayer
+from .._nd2file import ND2File
+from .atomic import staged_path
+from .layer_frames import DEFAULT_BATCH_FRAMES, axis_letters, host_frames, rgb_hex
 
 ZARR_SUFFIXES = (".zarr",)
 TIFF_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
 #: Stay clear of the 4 GiB limit of classic TIFF (offsets, OME-XML, IFDs).
 BIGTIFF_ABOVE = 2**32 - 2**28
+
+
+class Progress(Protocol):
+    """A progress display: told how many more frames are done, then closed."""
+
+    def update(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
 
 #: Makes the progress display of an export, given its total number of frames.
 ProgressFactory = Callable[[int], Progress]
@@ -87,14 +88,23 @@ def export_labels(
 
     Raises
     ------
-    CLIError
-        ``out`` exists (without ``overwrite``), its format or directory is
-        wrong, or no layer has a mask; the loops do not fit the format.
+    FileExistsError
+        ``out`` exists (without ``overwrite``).
+    FileNotFoundError
+        ``out``'s directory does not exist.
+    ValueError
+        The format cannot be told, the file has no binary layers, no layer has
+        a mask, or the loops do not fit the format.
     """
     out_path = Path(out)
     fmt = _export_format(out_path, fmt)
     path = Path(path)
-    with open_layers(path, device) as (f, all_layers):
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, not an ND2 file")
+    with ND2File(path, device=device) as f:
+        all_layers = f.binary_data
+        if all_layers is None:
+            raise ValueError(f"{path}: the file has no binary layers")
         layers = []
         for layer in all_layers:
             if layer.frame_shape != (0, 0):
@@ -102,7 +112,7 @@ def export_labels(
             elif note is not None:
                 note(f"layer {layer.name!r} has no mask in any frame; not exported")
         if not layers:
-            raise CLIError(f"{path}: no binary layer has a mask in any frame")
+            raise ValueError(f"{path}: no binary layer has a mask in any frame")
         write = _export_zarr if fmt == "zarr" else _export_tiff
         options = _WriteOptions(batch_frames, device, overwrite, progress)
         return write(f, layers, out_path, options)
@@ -154,7 +164,7 @@ def _export_format(out: Path, fmt: str | None) -> str:
         return "zarr"
     if name.endswith(TIFF_SUFFIXES):
         return "tiff"
-    raise CLIError(
+    raise ValueError(
         f"{out}: cannot tell the format from the name: end it in .zarr (OME-Zarr) "
         "or .ome.tif (OME-TIFF), or pass --format"
     )
@@ -164,26 +174,12 @@ def _export_format(out: Path, fmt: str | None) -> str:
 def _staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     """A temporary path beside ``out``, moved onto ``out`` when the block succeeds."""
     if (out.exists() or out.is_symlink()) and not overwrite:
-        raise CLIError(f"{out}: already exists (pass --overwrite to replace it)")
+        raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     parent = out.absolute().parent
     if not parent.is_dir():
-        raise CLIError(f"{out}: the directory {parent} does not exist")
-    tmp = parent / f".{out.name}.{os.getpid()}.partial"
-    _remove(tmp)
-    try:
+        raise FileNotFoundError(f"{out}: the directory {parent} does not exist")
+    with staged_path(out.absolute()) as tmp:
         yield tmp
-        if out.exists() or out.is_symlink():
-            _remove(out)
-        os.replace(tmp, out)
-    finally:
-        _remove(tmp)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def _zarr_paths(names: Sequence[str]) -> list[str]:
@@ -216,7 +212,7 @@ def _ngff_layout(
         or len(axes) > 3
     ):
         letters = ", ".join(a.letter for a in axes)
-        raise CLIError(
+        raise ValueError(
             f"the loops {letters} do not fit OME-NGFF 0.4 axes (at most one time, "
             "one other and one z loop): export to OME-TIFF instead"
         )
@@ -241,7 +237,7 @@ def _zarr_module() -> Any:
     try:
         import zarr
     except ImportError:
-        raise CLIError(
+        raise ValueError(
             "OME-Zarr export needs the zarr package: pip install 'nd2gpu[export]'"
         ) from None
     return zarr
@@ -323,6 +319,10 @@ def _progress(
             bar.close()
 
 
+def _done(bar: Progress | None) -> Callable[[int], None] | None:
+    return None if bar is None else bar.update
+
+
 def _export_zarr(
     f: ND2File, layers: list[BinaryLayer], out: Path, options: _WriteOptions
 ) -> str:
@@ -349,7 +349,9 @@ def _export_zarr(
             shape = (*(coordinate_shape[i] for i in order), *layer.frame_shape)
             array = _zarr_array(zarr, group, shape)
             seqs = range(len(layer))
-            frames = host_frames(layer, seqs, options.batch_frames, options.device, bar)
+            frames = host_frames(
+                layer, seqs, options.batch_frames, options.device, _done(bar)
+            )
             for seq, frame in zip(seqs, frames, strict=True):
                 coords = np.unravel_index(seq, coordinate_shape)
                 target = tuple(int(coords[i]) for i in order)
@@ -363,7 +365,7 @@ def _tiff_module() -> Any:
     try:
         import tifffile
     except ImportError:
-        raise CLIError(
+        raise ValueError(
             "OME-TIFF export needs the tifffile package: pip install 'nd2gpu[export]'"
         ) from None
     return tifffile
@@ -381,7 +383,7 @@ def _tiff_series(
     kept = [i for i, letter in enumerate(letters) if letter != "P"]
     tiff_axes = "".join(tiff_letters[letters[i]] for i in kept) + "YX"
     if len(set(tiff_axes)) != len(tiff_axes):
-        raise CLIError(
+        raise ValueError(
             f"the loops {', '.join(letters)} do not fit OME-TIFF axes "
             "(at most one time, one z and one other loop)"
         )
@@ -427,7 +429,7 @@ def _export_tiff(
                 metadata["PhysicalSizeZ"] = float(voxel.z)
                 metadata["PhysicalSizeZUnit"] = "µm"
             pages = host_frames(
-                layer, frames, options.batch_frames, options.device, bar
+                layer, frames, options.batch_frames, options.device, _done(bar)
             )
             try:
                 tw.write(
@@ -438,7 +440,7 @@ def _export_tiff(
                     metadata=metadata,
                 )
             except tifffile.OmeXmlError as e:
-                raise CLIError(f"cannot describe {name!r} in OME-XML: {e}") from e
+                raise ValueError(f"cannot describe {name!r} in OME-XML: {e}") from e
     return f"OME-TIFF, {len(series)} series ({', '.join(s[1] for s in series)})"
 
 

@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nd2gpu._chunk_format import (
+from .._format.clx_lite import UInt32, UInt64, encode_clx_lite
+from .._format.container import (
     BINARY_METADATA_CHUNK,
     CHUNK_ALIGNMENT,
     CHUNK_HEADER,
@@ -45,8 +44,8 @@ from nd2gpu._chunk_format import (
     FILEMAP_SIGNATURE,
     binary_frame_chunk_name,
 )
-from nd2gpu._clx_lite import UInt32, UInt64, encode_clx_lite
-from nd2gpu._rle_encode import check_label_values, encode_mask_chunk
+from .._format.mask_encode import check_label_values, encode_mask_chunk
+from .atomic import atomic_file
 
 __all__ = ["write_nd2"]
 
@@ -169,7 +168,7 @@ def write_nd2(
     ]
     file_tags, binary_meta = _binary_metadata(list(layers))
 
-    with _atomic_output(target) as fh:
+    with atomic_file(target) as fh:
         out = _ChunkWriter(fh)
         for name, data in metadata:
             out.add(name, data)
@@ -606,45 +605,3 @@ class _ChunkWriter:
         )
         tail = CHUNKMAP_LOCATION.pack(CHUNKMAP_SIGNATURE, map_offset)
         self.add(FILEMAP_SIGNATURE, entries + tail, listed=False)
-
-
-@contextmanager
-def _atomic_output(target: Path) -> Iterator[BinaryIO]:
-    """Yield a new temp file beside ``target``; move it onto ``target`` on success.
-
-    On any exception the temp file is removed and ``target`` is left as it was.
-    """
-    directory = target.parent
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = directory / f".{target.name[:200]}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for open()
-        except FileExistsError:
-            continue
-        break
-    else:  # pragma: no cover
-        raise FileExistsError(f"could not create a temporary file in {directory}")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable where the platform allows (best effort)."""
-    if os.name != "posix":  # pragma: no cover
-        return
-    with suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

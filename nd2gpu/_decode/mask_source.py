@@ -5,42 +5,28 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from ._chunk_format import MASK_PREFIX_BYTES, binary_frame_chunk_name
-from ._chunk_index import ChunkIndex
-from ._errors import DecodeError
+from .._errors import DecodeError
+from .._format.chunk_index import ChunkIndex
+from .._format.container import binary_frame_chunk_name
+from .._format.layer_metadata import LayerMeta
+from .._format.mask_stream import MASK_PREFIX_BYTES
+from .frame import parse_header
+
+_all_sources: weakref.WeakSet[MaskSource] = weakref.WeakSet()
 
 
-@dataclass(frozen=True)
-class LayerMeta:
-    """One item of ``BinaryMetadata_v1``: a binary layer's descriptive fields."""
+def _reset_sources_in_child() -> None:
+    for source in list(_all_sources):
+        source._after_fork_in_child()
 
-    name: str
-    file_tag: str
-    comp_name: str | None = None
-    comp_order: int | None = None
-    color: int | None = None
-    color_mode: int | None = None
-    state: int | None = None
-    layer_id: int | None = None
 
-    @classmethod
-    def from_item(cls, item: dict) -> LayerMeta:
-        """Build from a decoded metadata item (nd2's ``BinaryMetaDict``)."""
-        return cls(
-            name=item["Name"],
-            file_tag=item["FileTag"],
-            comp_name=item.get("CompName"),
-            comp_order=item.get("CompOrder"),
-            color=item.get("Color"),
-            color_mode=item.get("ColorMode"),
-            state=item.get("State"),
-            layer_id=item.get("BinLayerID"),
-        )
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_sources_in_child)
 
 
 class MaskSource:
@@ -52,9 +38,8 @@ class MaskSource:
     handle outlives ``close()``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], n_frames: int) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.n_frames = n_frames
         self._index: ChunkIndex | None = None
         self._lock = threading.Lock()
         self._stat: tuple[int, ...] | None = None
@@ -62,11 +47,15 @@ class MaskSource:
         #: Decode calls in flight on each shared index. An index closed while in
         #: use is released by the last of them.
         self._users: dict[ChunkIndex, int] = {}
+        _all_sources.add(self)
 
-    def open_index(self) -> ChunkIndex:
-        """The live chunk index, opening the file if needed."""
-        with self._lock:
-            return self._shared_index()
+    def _after_fork_in_child(self) -> None:
+        # A lock held by a parent thread at the fork would never be released in
+        # the child (the inherited index has locks too), and the parent's calls
+        # in flight are not the child's: the child maps the file afresh.
+        self._lock = threading.Lock()
+        self._users = {}
+        self._index = None
 
     def _shared_index(self) -> ChunkIndex:
         if self._index is None or self._index.closed:
@@ -87,6 +76,14 @@ class MaskSource:
                 "file changed on disk since it was opened", path=self.path, where="file"
             )
         return index
+
+    def __getstate__(self) -> dict[str, object]:
+        # What identifies the file; maps and locks are made again where it lands.
+        return {"path": self.path, "stat": self._stat}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc, arg-type]
+        self._stat = state["stat"]  # type: ignore[assignment]
 
     def close(self) -> None:
         """Release the memory map (the source reopens on demand).
@@ -139,14 +136,20 @@ class MaskSource:
                 elif index is not self._index:  # closed while in use
                     index.close()
 
-    def frames(self, index: ChunkIndex, file_tag: str) -> list[int]:
+    def token(self) -> tuple[str, tuple[int, ...] | None]:
+        """What identifies the file's content (for dask's graph names)."""
+        with self.reading():  # learns the file's identity on first use
+            pass
+        return str(self.path.absolute()), self._stat
+
+    def frames(self, index: ChunkIndex, file_tag: str, n_frames: int) -> list[int]:
         """Sequence indices below ``n_frames`` that have a chunk, ascending.
 
         Only these can have a mask; the others are None (zeros when stacked).
         """
         prefix = binary_frame_chunk_name(file_tag, 0)[:-2]
         seqs = index.sequence_indices(prefix)
-        return seqs[: bisect.bisect_left(seqs, self.n_frames)]
+        return seqs[: bisect.bisect_left(seqs, n_frames)]
 
     def payload(self, index: ChunkIndex, file_tag: str, seq: int) -> bytes | None:
         """The zlib stream of one frame, or None when the frame has no mask.
@@ -158,3 +161,26 @@ class MaskSource:
         if data is None or len(data) <= MASK_PREFIX_BYTES:
             return None
         return data[MASK_PREFIX_BYTES:]
+
+    def frame_shape(self, layer: LayerMeta, n_frames: int) -> tuple[int, int]:
+        """Shape of the layer's first frame that has a mask, ``(0, 0)`` if none.
+
+        Reads only that frame's header.
+
+        Raises
+        ------
+        DecodeError
+            If that header is corrupt (naming the file, layer and frame).
+        """
+        with self.reading() as index:
+            for seq in self.frames(index, layer.file_tag, n_frames):
+                data = self.payload(index, layer.file_tag, seq)
+                if data is None:
+                    continue
+                try:
+                    return parse_header(data).shape
+                except DecodeError as e:
+                    raise e.with_context(
+                        path=self.path, layer=layer.name, frame=seq
+                    ) from None
+        return (0, 0)

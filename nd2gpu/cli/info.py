@@ -12,15 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ._cli_common import (
-    axis_letters,
-    host_frames,
-    input_path,
-    open_layers,
-    rgb_hex,
-)
-from ._device import cuda_status, simulator_active
-from ._layers import BinaryLayer
+from .._device import cuda_status, simulator_active
+from .._layers import BinaryLayer
+from .._write.layer_frames import axis_letters, host_frames, rgb_hex
+from .common import input_path, open_layers
 
 
 def _objects_per_frame(

@@ -9,23 +9,25 @@ crosses PCIe: only run tables do.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, wait
+from typing import Any
 
 import numpy as np
 
-from ._cpu_stack import FrameJob, thread_pool, warn_versions, with_context
-from ._errors import DecodeError
-from ._frame_decode import FrameHeader, parse_payload
-from ._mask_source import MaskSource
-from .kernels._overlap_kernels import make_non_overlapping
-from .kernels._run_table import RunTable
+from ..._decode.frame import FrameHeader, parse_payload
+from ..._decode.mask_source import MaskSource
+from ..._decode.plan import FrameJob, warn_versions, with_context
+from ..._decode.pool import thread_pool
+from ..._errors import DecodeError
+from ..._format.chunk_index import ChunkIndex
+from ...kernels._overlap_kernels import make_non_overlapping
+from ...kernels._run_table import RunTable
+from .expander import shared_expander
 
-#: A batch holds at most this many frames, or this many runs (whichever first):
-#: bounded host and device staging memory, and enough batches to overlap the CPU
-#: and GPU halves of the pipeline.
+#: A batch holds at most this many frames: bounded host and device staging
+#: memory, and enough batches to overlap the CPU and GPU halves of the pipeline.
 BATCH_FRAMES = 16
-BATCH_RUNS = 1 << 22
 
 #: One parsed frame: its runs (starts, lengths, values), header and frame base.
 FrameRuns = tuple[np.ndarray, np.ndarray, np.ndarray, FrameHeader, int]
@@ -33,7 +35,7 @@ FrameRuns = tuple[np.ndarray, np.ndarray, np.ndarray, FrameHeader, int]
 
 def parse_frame(
     source: MaskSource,
-    index: object,
+    index: ChunkIndex,
     job: FrameJob,
     frame_shape: tuple[int, int],
     frame_base: int,
@@ -45,7 +47,7 @@ def parse_frame(
     try:
         header, buffers, n = parse_payload(data, frame_shape, frame_base)
     except DecodeError as e:
-        raise with_context(e, source, job.layer, job.seq) from None
+        raise with_context(e, source, job) from None
     return (
         buffers.starts[:n].copy(),
         buffers.lengths[:n].copy(),
@@ -76,35 +78,17 @@ def assemble(
     return table, [p[3] for p in present]
 
 
-def batches(jobs: Sequence[FrameJob], sizes: Sequence[int]) -> Iterator[list[int]]:
-    """Group job indices into batches bounded in frames and (estimated) runs."""
-    batch: list[int] = []
-    runs = 0
-    for i, size in enumerate(sizes):
-        if batch and (len(batch) >= BATCH_FRAMES or runs + size > BATCH_RUNS):
-            yield batch
-            batch, runs = [], 0
-        batch.append(i)
-        runs += size
-    if batch:
-        yield batch
-
-
 def decode_frames_cuda(
-    source: MaskSource, jobs: Sequence[FrameJob], shape: tuple[int, int, int]
-) -> object:
-    """Decode ``jobs`` into a new zeroed ``shape`` uint16 block on the GPU.
+    source: MaskSource, jobs: Sequence[FrameJob], d_out: Any
+) -> None:
+    """Decode ``jobs`` into the zeroed ``(slots, Y, X)`` uint16 device block ``d_out``.
 
-    Returns
-    -------
-    cupy.ndarray or numba device array
-        CuPy when installed; a numba device array under the CUDA simulator.
+    Frames are inflated and parsed by the decode pool a batch at a time; while
+    one batch expands on the GPU the next is parsed.
     """
-    from ._cuda_backend import allocate_output, shared_expander
-
+    shape = d_out.shape
     frame_shape = (shape[1], shape[2])
     frame_pixels = shape[1] * shape[2]
-    d_out = allocate_output(shape)
     expander = shared_expander()
     pool = thread_pool()
     headers: list[FrameHeader] = []
@@ -125,8 +109,10 @@ def decode_frames_cuda(
                 for i in batch
             ]
 
-        # Without the payload sizes at hand, batches are bounded by frame count.
-        groups = list(batches(jobs, [0] * len(jobs)))
+        groups = [
+            list(range(lo, min(lo + BATCH_FRAMES, len(jobs))))
+            for lo in range(0, len(jobs), BATCH_FRAMES)
+        ]
         pending = submit(groups[0]) if groups else []
         for k in range(len(groups)):
             wait(pending)
@@ -140,4 +126,3 @@ def decode_frames_cuda(
             ]
         expander.synchronize()
     warn_versions(version_jobs, headers)
-    return d_out

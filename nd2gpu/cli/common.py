@@ -1,8 +1,7 @@
-"""What the ``nd2gpu`` commands share: the input file, its layers, frames, progress.
+"""What the ``nd2gpu`` commands share: the input file, its layers, progress.
 
 - the sample file shipped in the package and the input path of a command,
 - opening a file's binary layers, with one-line errors (`CLIError`),
-- the frames of a layer: which are present, decoded to NumPy a batch at a time,
 - a progress bar on stderr.
 """
 
@@ -11,21 +10,15 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ._cuda_backend import to_host
-from ._layers import BinaryLayer, BinaryLayers
-from ._nd2file import ND2File
+from .._layers import BinaryLayers
+from .._nd2file import ND2File
 
 PROG = "nd2gpu"
 SAMPLE = "sample.nd2"
-DEFAULT_BATCH_FRAMES = 32
-#: nd2's loop types -> the letters of ``nd2.ND2File.sizes``.
-LOOP_LETTERS = {"TimeLoop": "T", "NETimeLoop": "T", "XYPosLoop": "P", "ZStackLoop": "Z"}
 
 
 class CLIError(Exception):
@@ -70,45 +63,6 @@ def open_layers(path: Path, device: str) -> Iterator[tuple[ND2File, BinaryLayers
         if layers is None:
             raise CLIError(f"{path}: the file has no binary layers")
         yield f, layers
-
-
-def axis_letters(f: ND2File) -> list[str]:
-    """The letter of each loop of ``f`` (T, P, Z; U for others), outermost first."""
-    return [LOOP_LETTERS.get(loop.type, "U") for loop in f.experiment]
-
-
-def rgb_hex(color: int | None) -> str | None:
-    """``#rrggbb`` of a layer colour; NIS stores layer colours as 0xAABBGGRR."""
-    if color is None:
-        return None
-    c = int(color)
-    return f"#{c & 0xFF:02x}{(c >> 8) & 0xFF:02x}{(c >> 16) & 0xFF:02x}"
-
-
-# -------------------------------------------------------------------------- frames
-
-
-def batches(seqs: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    """``seqs`` in consecutive slices of at most ``size``."""
-    for start in range(0, len(seqs), size):
-        yield seqs[start : start + size]
-
-
-def host_frames(
-    layer: BinaryLayer,
-    seqs: Sequence[int],
-    batch_frames: int,
-    device: str,
-    progress: Progress | None = None,
-) -> Iterator[np.ndarray]:
-    """Frames ``seqs`` of ``layer`` as NumPy, decoded ``batch_frames`` at a time."""
-    for batch in batches(seqs, batch_frames):
-        block = to_host(layer.decode(batch, device))
-        # Counted before handing the frames out: a consumer (tifffile) may stop
-        # asking for frames once it has the last one.
-        if progress is not None:
-            progress.update(len(batch))
-        yield from block
 
 
 # ------------------------------------------------------------------------ progress

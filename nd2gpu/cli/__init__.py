@@ -21,18 +21,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._cli_bench import cmd_bench
-from ._cli_common import (
-    DEFAULT_BATCH_FRAMES,
-    PROG,
-    CLIError,
-    Progress,
-    input_path,
-    sample_path,
-)
-from ._cli_info import cmd_info
-from ._errors import DeviceUnavailableError
-from ._export import export_labels
+from .._errors import DeviceUnavailableError
+from .._write.export import export_labels
+from .._write.layer_frames import DEFAULT_BATCH_FRAMES
+from .bench import cmd_bench
+from .common import PROG, CLIError, Progress, input_path, sample_path
+from .info import cmd_info
 
 #: What ends a command with one line on stderr: the file cannot be read, is not
 #: ND2, its data are corrupt (nd2gpu.DecodeError is a ValueError; nd2 raises

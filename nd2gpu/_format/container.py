@@ -1,4 +1,4 @@
-"""Constants of the ND2 chunk container (see FORMAT.md), shared by reader and writer."""
+"""Constants of the ND2 chunk container (docs/format.md), for reader and writer."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ CHUNKMAP_ENTRY: Final = struct.Struct("<QQ")
 CHUNK_ALIGNMENT: Final = 4096
 
 BINARY_METADATA_CHUNK: Final = b"CustomDataVar|BinaryMetadata_v1!"
-#: Bytes before the zlib stream in every binary-layer frame chunk (meaning unknown).
-MASK_PREFIX_BYTES: Final = 4
 
 
 def binary_frame_chunk_name(file_tag: str, seq_index: int) -> bytes:

@@ -7,16 +7,16 @@ All three release the GIL while inflating, so frames inflate in parallel threads
 
 from __future__ import annotations
 
-import os
 import zlib
 from contextlib import suppress
 from types import ModuleType
 
 import numpy as np
 
-from ._errors import DecodeError
+from .._errors import DecodeError
+from .._format.mask_stream import HEADER_BYTES
+from .._limits import physical_memory
 
-HEADER_BYTES = 28
 #: Compressed bytes first handed to zlib when only the header is wanted.
 HEADER_PROBE_BYTES = 256
 #: Streams of any frame may inflate to this many bytes, whatever their header says.
@@ -32,9 +32,8 @@ MEMORY_SHARE = 8
 
 
 def _memory_cap() -> int:
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+    physical = physical_memory()
+    if physical is None:  # pragma: no cover - not POSIX
         return 1 << 62
     return max(MIN_INFLATE_CAP, physical // MEMORY_SHARE)
 

@@ -1,0 +1,90 @@
+"""CPU back end: decode frames into a NumPy block, frames in parallel threads."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from concurrent.futures import wait
+
+import numpy as np
+
+from .._decode.frame import FrameHeader, decode_into
+from .._decode.mask_source import MaskSource
+from .._decode.plan import FrameJob, warn_versions, with_context
+from .._decode.pool import thread_pool, worker_count
+from .._errors import DecodeError
+from .._format.chunk_index import ChunkIndex
+from .layout import check_layout
+
+#: A call whose output is smaller than this (pixels) decodes in the calling
+#: thread: handing tiny frames to the pool costs more than decoding them.
+INLINE_PIXELS = 1 << 20
+#: Contiguous groups of frames per pool thread (balance against hand-off cost).
+TASKS_PER_WORKER = 4
+
+
+def decode_frames_cpu(
+    source: MaskSource, jobs: Sequence[FrameJob], out: np.ndarray
+) -> None:
+    """Decode ``jobs`` into the zeroed block ``out`` of shape ``(slots, Y, X)``.
+
+    Frames without a mask stay zero. Every frame must have the block's frame
+    shape. Frames are decoded in parallel, in contiguous groups (tiny blocks in
+    the calling thread); the first error (in job order) is raised as a
+    ``DecodeError`` naming the file, layer and frame.
+    """
+    frame_shape = out.shape[1:]
+
+    def run(job: FrameJob, index: ChunkIndex) -> FrameHeader | None:
+        data = source.payload(index, job.layer.file_tag, job.seq)
+        if data is None:
+            return None
+        try:
+            return decode_into(data, out[job.slot], frame_shape)
+        except DecodeError as e:
+            raise with_context(e, source, job) from None
+
+    def run_all(
+        group: Sequence[FrameJob], index: ChunkIndex
+    ) -> list[FrameHeader | None]:
+        return [run(job, index) for job in group]
+
+    n_tasks = 1
+    if out.size >= INLINE_PIXELS:
+        n_tasks = min(len(jobs), TASKS_PER_WORKER * worker_count())
+    with source.reading() as index:
+        if n_tasks <= 1:
+            headers = run_all(jobs, index)
+        else:
+            bounds = [len(jobs) * i // n_tasks for i in range(n_tasks + 1)]
+            futures = [
+                thread_pool().submit(run_all, jobs[lo:hi], index)
+                for lo, hi in itertools.pairwise(bounds)
+            ]
+            wait(futures)
+            headers = [h for f in futures for h in f.result()]
+    warn_versions(jobs, headers)
+
+
+def zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """A new zeroed uint16 NumPy block."""
+    return np.zeros(shape, dtype=np.uint16)
+
+
+def check_out(out: object, shape: tuple[int, ...]) -> None:
+    """Raise unless ``out`` is a writeable NumPy block that can take ``shape``."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(
+            f"out must be a NumPy array for device 'cpu', not {type(out).__name__}"
+        )
+    check_layout(out.shape, out.dtype, out.flags.c_contiguous, shape)
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+
+
+def clear(out: np.ndarray) -> None:
+    """Zero ``out`` in place."""
+    out.fill(0)
+
+
+decode_frames = decode_frames_cpu

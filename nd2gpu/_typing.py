@@ -1,0 +1,17 @@
+"""Type aliases of nd2gpu's public API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+
+#: A CuPy array on a GPU (a ``SimulatedDeviceArray`` under numba's CUDA
+#: simulator). CuPy is optional, so the alias cannot name its type.
+DeviceArray: TypeAlias = Any
+#: What decoding returns: NumPy on the CPU, a device array on "cuda".
+Array: TypeAlias = np.ndarray | DeviceArray
+#: Frames as nd2 users index them: one index, a slice or range, a sequence of
+#: indices, or an integer or boolean array.
+FrameIndex: TypeAlias = int | slice | range | Sequence[int] | np.ndarray

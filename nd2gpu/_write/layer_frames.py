@@ -1,0 +1,48 @@
+"""What the exporters (and the CLI) read off a file: loop letters, colours, frames."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import nd2
+import numpy as np
+
+from .._device import DeviceRequest, to_numpy
+from .._layers import BinaryLayer
+
+DEFAULT_BATCH_FRAMES = 32
+#: nd2's loop types -> the letters of ``nd2.ND2File.sizes``.
+LOOP_LETTERS = {"TimeLoop": "T", "NETimeLoop": "T", "XYPosLoop": "P", "ZStackLoop": "Z"}
+
+
+def axis_letters(f: nd2.ND2File) -> list[str]:
+    """The letter of each loop of ``f`` (T, P, Z; U for others), outermost first."""
+    return [LOOP_LETTERS.get(loop.type, "U") for loop in f.experiment]
+
+
+def rgb_hex(color: int | None) -> str | None:
+    """``#rrggbb`` of a layer colour; NIS stores layer colours as 0xAABBGGRR."""
+    if color is None:
+        return None
+    c = int(color)
+    return f"#{c & 0xFF:02x}{(c >> 8) & 0xFF:02x}{(c >> 16) & 0xFF:02x}"
+
+
+def host_frames(
+    layer: BinaryLayer,
+    seqs: Sequence[int],
+    batch_frames: int,
+    device: DeviceRequest | None,
+    done: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Frames ``seqs`` of ``layer`` as NumPy, decoded ``batch_frames`` at a time.
+
+    ``done(n)`` is called as each batch of ``n`` frames is decoded, before its
+    frames are handed out (a consumer may stop asking once it has the last).
+    """
+    for start in range(0, len(seqs), batch_frames):
+        batch = seqs[start : start + batch_frames]
+        block = to_numpy(layer.decode(list(batch), device))
+        if done is not None:
+            done(len(batch))
+        yield from block
