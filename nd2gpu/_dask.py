@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._backends import backend
 from ._device import Device, DeviceRequest, resolve_device
 
 if TYPE_CHECKING:
@@ -90,16 +91,7 @@ def _blocks(
 
 
 def _meta(ndim: int, device: Device) -> Any:
-    if device == "cuda":
-        try:
-            import cupy
-        except ImportError:
-            # numba's CUDA simulator without CuPy: blocks are numba device
-            # arrays, which dask cannot use as meta.
-            pass
-        else:
-            return cupy.empty((0,) * ndim, dtype=np.uint16)
-    return np.empty((0,) * ndim, dtype=np.uint16)
+    return backend(device).meta(ndim)
 
 
 def _build(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes.util
 import os
+import sys
 
 
 def _cuda_driver_present() -> bool:
@@ -65,3 +66,16 @@ def make_nd2(tmp_path, rng):
         return path, labels
 
     return make
+
+
+@pytest.fixture(scope="module")
+def fast_thread_switching():
+    """A short GIL switch interval, for modules that run CUDA kernels.
+
+    numba's CUDA simulator runs each CUDA thread as a Python thread; they meet at
+    barriers, which a shorter switch interval makes several times faster.
+    """
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-3)
+    yield
+    sys.setswitchinterval(old)

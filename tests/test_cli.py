@@ -273,6 +273,7 @@ def test_usage_errors(tmp_path, capsys):
     assert run(capsys, "bench", "--repeats", "-1")[0] == 2
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point():
     result = subprocess.run(
         [sys.executable, "-m", "nd2gpu", "info"],
@@ -285,6 +286,7 @@ def test_python_dash_m_entry_point():
     assert "[0] cells" in result.stdout and "[1] nuclei" in result.stdout
 
 
+@pytest.mark.slow
 def test_closed_pipe_ends_quietly(tmp_path):
     """``nd2gpu info | head -1``: no error line when the reader goes away."""
     import subprocess

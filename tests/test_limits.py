@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +24,10 @@ from nd2gpu._decode import frame as _frame_decode
 from nd2gpu._decode import inflate as _inflate
 from nd2gpu._write.nd2_writer import _experiment
 
-FAST_SECONDS = 1.0
+#: What a refusal may allocate (traced by tracemalloc): a refusal happens before
+#: anything the hostile sizes ask for is allocated. Hangs are caught by the
+#: per-test timeout (pytest-timeout, pyproject.toml).
+REFUSAL_BYTES = 32 << 20
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -33,15 +36,19 @@ def _compiled() -> None:
     nd2gpu.decode_binary_mask(payload(stream_words(2, 2, [(1, [(0, [(0, 1)])])])))
 
 
-def timed_raises(
+def refused(
     call: Callable[[], object], error: type[BaseException], match: str
 ) -> BaseException:
-    """Run ``call``; it must raise ``error`` matching ``match`` within a second."""
-    start = time.perf_counter()
-    with pytest.raises(error, match=match) as info:
-        call()
-    elapsed = time.perf_counter() - start
-    assert elapsed < FAST_SECONDS, f"took {elapsed:.2f} s"
+    """Run ``call``; it must raise ``error`` matching ``match`` without allocating
+    more than ``REFUSAL_BYTES`` on the way."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(error, match=match) as info:
+            call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < REFUSAL_BYTES, f"allocated {peak} bytes before refusing"
     return info.value
 
 
@@ -96,7 +103,7 @@ def claim(index: int, value: int) -> np.ndarray:
     ids=["frame", "runs", "rows", "masks"],
 )
 def test_hostile_counts_fail_fast(words: np.ndarray, match: str) -> None:
-    error = timed_raises(
+    error = refused(
         lambda: nd2gpu.decode_binary_mask(payload(words)), nd2gpu.DecodeError, match
     )
     assert error.offset is not None
@@ -116,7 +123,7 @@ def test_huge_frame_in_a_file_fails_fast_everywhere(make_nd2, tmp_path) -> None:
             lambda: np.asarray(layers),
         ]
         for call in calls:
-            error = timed_raises(call, nd2gpu.DecodeError, "100000x100000")
+            error = refused(call, nd2gpu.DecodeError, "100000x100000")
             assert (error.path, error.layer, error.frame) == (str(path), "a", 0)
             assert f"file {str(path)!r}" in str(error) and "frame 0" in str(error)
         assert layer[1] is not None  # the other frame decodes alone
@@ -129,7 +136,7 @@ def test_billion_runs_in_a_file_fail_fast(make_nd2, tmp_path) -> None:
     with nd2gpu.ND2File(path, device="cpu") as f:
         layer = f.binary_data[0]
         for call in (lambda: layer[0], layer.asarray, lambda: layer.decode([0, 1])):
-            error = timed_raises(call, nd2gpu.DecodeError, "ends inside a record")
+            error = refused(call, nd2gpu.DecodeError, "ends inside a record")
             assert error.frame == 0 and error.layer == "a"
 
 
@@ -145,8 +152,8 @@ def test_block_larger_than_memory_is_refused_before_decoding(
         layers = f.binary_data
         assert layers[0].frame_shape == (46340, 46340)
         for call in (layers[0].asarray, layers.asarray):
-            timed_raises(call, MemoryError, "bytes of memory")
-        timed_raises(lambda: layers[0].decode(range(64)), MemoryError, "memory")
+            refused(call, MemoryError, "bytes of memory")
+        refused(lambda: layers[0].decode(range(64)), MemoryError, "memory")
     assert inflates.calls == 0
 
 
@@ -169,7 +176,6 @@ def test_experiment_claiming_two_billion_frames(make_nd2, tmp_path) -> None:
     # frames with chunks come from the chunk map); stacking is refused before
     # any per-frame bookkeeping.
     bad, labels = with_experiment(make_nd2, tmp_path, 1 << 31)
-    start = time.perf_counter()
     with nd2gpu.ND2File(bad, device="cpu") as f:
         layers = f.binary_data
         a, b = layers
@@ -181,26 +187,26 @@ def test_experiment_claiming_two_billion_frames(make_nd2, tmp_path) -> None:
         np.testing.assert_array_equal(a.decode([0, -1]).shape, (2, 13, 17))
         assert not a.decode([-1]).any()
         for call in (a.asarray, layers.asarray):
-            timed_raises(call, MemoryError, "memory")
-    assert time.perf_counter() - start < 2 * FAST_SECONDS
+            refused(call, MemoryError, "memory")
 
 
-def test_many_claimed_frames_few_chunks_decode_fast(make_nd2, tmp_path) -> None:
+def test_many_claimed_frames_few_chunks_decode_only_those(
+    make_nd2, tmp_path, monkeypatch
+) -> None:
     # Four million claimed frames, two with a mask: the block is allocated (and
     # stays mostly untouched); only the two frames are decoded.
     n = 1 << 22
     bad, labels = with_experiment(make_nd2, tmp_path, n)
+    inflates = CountingInflate(monkeypatch)
     with nd2gpu.ND2File(bad, device="cpu") as f:
         layers = f.binary_data
-        start = time.perf_counter()
         stack = layers[0].asarray()
         both = layers.asarray()
-        elapsed = time.perf_counter() - start
         assert stack.shape == (n, 13, 17) and both.shape == (1, n, 13, 17)
         np.testing.assert_array_equal(stack[:2], labels["a"])
         np.testing.assert_array_equal(both[0, :2], labels["a"])
         assert not stack[2:100].any() and not stack[-100:].any()
-        assert elapsed < 4 * FAST_SECONDS, f"took {elapsed:.2f} s"
+    assert inflates.calls == 4  # two frames, two stacks
 
 
 # ---------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def test_cap_follows_the_header(monkeypatch) -> None:
     words = stream_words(16, 16, [(3, [(2, [(1, 4)])])])  # cap: 64 * 256 = 16384
     fits = nd2gpu.decode_binary_mask(bomb(words, 16384))
     assert fits[2, 1:5].tolist() == [3] * 4 and np.count_nonzero(fits) == 4
-    error = timed_raises(
+    error = refused(
         lambda: nd2gpu.decode_binary_mask(bomb(words, 16388)),
         nd2gpu.DecodeError,
         "past 16384 bytes, more than a 16x16 frame can need",
@@ -240,7 +246,7 @@ def test_cap_never_exceeds_a_share_of_memory(monkeypatch) -> None:
     words = stream_words(16, 16, [])  # its header alone would allow 16384 bytes
     assert _inflate.inflate_cap(16, 16) == 8192
     assert _inflate.inflate_cap(46340, 46340) == 8192
-    timed_raises(
+    refused(
         lambda: nd2gpu.decode_binary_mask(bomb(words, 12000)),
         nd2gpu.DecodeError,
         "past 8192 bytes, 1/8 of this machine's memory",
@@ -257,6 +263,7 @@ def test_real_memory_cap_is_a_share_of_physical_memory() -> None:
     assert _inflate.inflate_cap(46340, 46340) <= physical // 8 + (64 << 20)
 
 
+@pytest.mark.slow
 def test_zip_bomb_memory_stays_near_the_cap(tmp_path) -> None:
     # In a fresh process (ru_maxrss is per process and never goes down): a 1x1
     # frame whose stream inflates to 768 MiB is cut off at the 64 MiB cap.
@@ -295,9 +302,8 @@ def test_zip_bomb_memory_stays_near_the_cap(tmp_path) -> None:
         env={"NUMBA_ENABLE_CUDASIM": "1", "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
-    grown_mib, seconds = done.stdout.split()
+    grown_mib, _seconds = done.stdout.split()
     assert int(grown_mib) < 200, f"peak memory grew {grown_mib} MiB"
-    assert float(seconds) < FAST_SECONDS
 
 
 # ---------------------------------------------------------------------------

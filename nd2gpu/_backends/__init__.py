@@ -39,6 +39,12 @@ class Backend(Protocol):
     ) -> None:
         """Decode ``jobs`` into the zeroed ``(slots, Y, X)`` block ``out``."""
 
+    def meta(self, ndim: int) -> Any:
+        """An empty uint16 array of the back end's array type (for dask)."""
+
+    def synchronize(self) -> None:
+        """Wait until the work queued on the device is done."""
+
 
 def backend(device: Device) -> Backend:
     """The back end module of a resolved device name."""

@@ -87,4 +87,13 @@ def clear(out: np.ndarray) -> None:
     out.fill(0)
 
 
+def meta(ndim: int) -> np.ndarray:
+    """An empty uint16 NumPy array of ``ndim`` dimensions."""
+    return np.empty((0,) * ndim, dtype=np.uint16)
+
+
+def synchronize() -> None:
+    """Nothing to wait for: the CPU back end returns when the work is done."""
+
+
 decode_frames = decode_frames_cpu

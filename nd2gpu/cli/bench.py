@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._backends import backend
 from .._device import cuda_status, simulator_active
 from .._errors import DeviceUnavailableError
 from .._layers import BinaryLayers
@@ -39,11 +40,7 @@ def _decode_everything(layers: Sequence[Any], stack: bool, **kwargs: Any) -> Any
 
 def _bench_nd2gpu(layers: BinaryLayers, device: str, stack: bool) -> Callable[[], Any]:
     present = [layer for layer in layers if layer.frame_shape != (0, 0)]
-    sync: Callable[[], Any] = lambda: None  # noqa: E731
-    if device == "cuda":
-        import cupy
-
-        sync = cupy.cuda.runtime.deviceSynchronize
+    sync = backend(device).synchronize
 
     def run() -> None:
         _decode_everything(layers if stack else present, stack, device=device)

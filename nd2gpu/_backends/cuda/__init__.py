@@ -11,7 +11,7 @@ keeps it so), each on first use:
 
 from __future__ import annotations
 
-from .arrays import check_out, clear, zeros
+from .arrays import check_out, clear, meta, synchronize, zeros
 from .pipeline import decode_frames_cuda as decode_frames
 
-__all__ = ["check_out", "clear", "decode_frames", "zeros"]
+__all__ = ["check_out", "clear", "decode_frames", "meta", "synchronize", "zeros"]

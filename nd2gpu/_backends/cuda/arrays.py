@@ -173,3 +173,22 @@ def clear(out: Any) -> None:
     cupy = cupy_module()
     assert cupy is not None
     cupy.asarray(out).fill(0)
+
+
+def meta(ndim: int) -> Any:
+    """An empty uint16 CuPy array (NumPy where CuPy cannot be imported).
+
+    Needs no GPU: dask clients without one build graphs for GPU workers.
+    """
+    try:
+        import cupy
+    except ImportError:
+        return np.empty((0,) * ndim, dtype=np.uint16)
+    return cupy.empty((0,) * ndim, dtype=np.uint16)
+
+
+def synchronize() -> None:
+    """Wait for the current GPU (nothing to wait for under the simulator)."""
+    cupy = cupy_module()
+    if cupy is not None:
+        cupy.cuda.Device().synchronize()
