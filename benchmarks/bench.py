@@ -22,12 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,31 +40,9 @@ from nd2gpu._decode.pool import worker_count
 from nd2gpu._format.chunk_index import ChunkIndex
 from nd2gpu._format.container import binary_frame_chunk_name
 from nd2gpu._format.mask_stream import MASK_PREFIX_BYTES
+from nd2gpu.cli.timing import machine_description, median_seconds
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def build(workdir: Path, name: str, n_frames: int) -> tuple[Path, dict]:
@@ -176,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = args.devices.split(",")
 
     report: dict = {
-        "machine": machine(),
+        "machine": machine_description(),
         "threads": worker_count(),
         "inflater": _inflate.INFLATER_NAME,
         "nd2_version": nd2.__version__,

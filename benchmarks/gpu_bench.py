@@ -11,7 +11,6 @@ from pathlib import Path
 import cupy
 import nd2
 import numpy as np
-from bench import median_seconds  # benchmarks/ is on sys.path: bench.py imports us
 from nd2gpu.kernels._expand_cuda import expand_runs
 from numba import cuda
 
@@ -20,6 +19,7 @@ from nd2gpu._backends.cuda.pipeline import assemble, parse_frame
 from nd2gpu._decode.mask_source import MaskSource
 from nd2gpu._decode.plan import FrameJob
 from nd2gpu._format.layer_metadata import LayerMeta
+from nd2gpu.cli.timing import median_seconds
 
 
 def _synced(fn):

@@ -322,14 +322,14 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):  # type: ignore[misc]
     def frames_with_mask(self) -> list[int]:
         """Sequence indices of the frames that have a mask, ascending.
 
-        Reads the chunk map and the chunks' sizes; decodes nothing. The other
+        Reads the chunk map and the chunks' headers; decodes nothing. The other
         frames are None in ``layer[i]`` and ``data``, and zeros in ``asarray()``.
         """
         with self._source.reading() as index:
             return [
                 seq
                 for seq in self._source.frames(index, self.file_tag, len(self))
-                if self._source.payload(index, self.file_tag, seq) is not None
+                if self._source.has_mask(index, self.file_tag, seq)
             ]
 
     def frames_with_chunk(self) -> list[int]:

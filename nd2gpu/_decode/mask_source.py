@@ -162,6 +162,14 @@ class MaskSource:
             return None
         return data[MASK_PREFIX_BYTES:]
 
+    def has_mask(self, index: ChunkIndex, file_tag: str, seq: int) -> bool:
+        """Whether frame ``seq`` has a mask (``payload`` would not be None).
+
+        Reads only the chunk's header, not its data.
+        """
+        length = index.data_length(binary_frame_chunk_name(file_tag, seq))
+        return length is not None and length > MASK_PREFIX_BYTES
+
     def frame_shape(self, layer: LayerMeta, n_frames: int) -> tuple[int, int]:
         """Shape of the layer's first frame that has a mask, ``(0, 0)`` if none.
 

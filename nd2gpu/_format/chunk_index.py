@@ -133,6 +133,12 @@ class ChunkIndex:
             the chunk's name is not ``expect_name``, or its data length is not a
             valid size (2**63 or more: the reference cannot read it either).
         """
+        return self._bytes(*self._data_range(offset, expect_name))
+
+    def _data_range(
+        self, offset: int, expect_name: bytes | None = None
+    ) -> tuple[int, int]:
+        """``(start, stop)`` in the file of the data of the chunk at ``offset``."""
         header_end = offset + CHUNK_HEADER.size
         if offset < 0 or header_end > self.size:
             raise self._error(
@@ -154,7 +160,16 @@ class ChunkIndex:
                     f"expected chunk {expect_name!r} at offset {offset}", offset
                 )
         start = header_end + name_len
-        return self._bytes(min(start, self.size), min(start + data_len, self.size))
+        return min(start, self.size), min(start + data_len, self.size)
+
+    def data_length(self, name: bytes) -> int | None:
+        """Bytes of data of the chunk ``name`` (cut at the end of the file), or None
+        if the map does not list it. Reads only the chunk's header."""
+        offset = self.offsets.get(name)
+        if offset is None:
+            return None
+        start, stop = self._data_range(offset)
+        return stop - start
 
     def sequence_indices(self, prefix: bytes) -> list[int]:
         """Sorted ``seq`` of every listed chunk named ``prefix + str(seq) + "!"``.

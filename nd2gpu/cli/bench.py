@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,19 +15,10 @@ from .._device import cuda_status, simulator_active
 from .._errors import DeviceUnavailableError
 from .._layers import BinaryLayers
 from .common import CLIError, input_path, open_layers
+from .timing import median_seconds
 
 #: Frames smaller than this measure per-call overheads more than decoding.
 SMALL_FRAME_PIXELS = 512 * 512
-
-
-def _median_seconds(run: Callable[[], Any], repeats: int) -> float:
-    run()  # warm up: JIT compilation, page cache, device context
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _decode_everything(layers: Sequence[Any], stack: bool, **kwargs: Any) -> Any:
@@ -85,7 +74,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.no_nd2:
             run, ref = _bench_nd2(path, stack)
             try:
-                rows.append(("nd2", _median_seconds(run, args.repeats), ""))
+                rows.append(("nd2", median_seconds(run, args.repeats), ""))
             finally:
                 ref.close()
         devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
@@ -101,7 +90,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     rows.append((label, None, f"skipped: CUDA is not usable: {why}"))
                     continue
             run = _bench_nd2gpu(layers, device, stack)
-            rows.append((label, _median_seconds(run, args.repeats), ""))
+            rows.append((label, median_seconds(run, args.repeats), ""))
     reference = rows[0][1] if not args.no_nd2 else None
     print(f"{'reader':<14}{'ms/frame':>12}{'total ms':>12}{'vs nd2':>10}")
     for label, seconds, note in rows:
