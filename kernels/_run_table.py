@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-__all__ = ["RunTable", "as_frame_bounds"]
+__all__ = ["RunTable", "as_frame_bounds", "stage_runs"]
 
 
 def _coerce(arr: object, dtype: np.dtype, name: str) -> np.ndarray:
@@ -189,3 +189,29 @@ def as_frame_bounds(frame_bounds: object, n_runs: int) -> np.ndarray:
             "frame_bounds run ranges must be ordered, disjoint and inside the table"
         )
     return fb
+
+
+@njit(nogil=True, cache=True)
+def stage_runs(
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    values: np.ndarray,
+    out_starts: np.ndarray,
+    out_values: np.ndarray,
+    out_prefix: np.ndarray,
+    run_offset: int,
+    pixel_offset: int,
+) -> int:
+    """Copy one frame's runs into a batch table from ``run_offset`` on.
+
+    ``out_prefix`` receives the exclusive prefix sum of the lengths, starting at
+    ``pixel_offset`` (the pixels of the batch's earlier frames). Returns the
+    prefix sum after the frame's last run.
+    """
+    pixel = pixel_offset
+    for i in range(starts.shape[0]):
+        out_starts[run_offset + i] = starts[i]
+        out_values[run_offset + i] = values[i]
+        out_prefix[run_offset + i] = pixel
+        pixel += lengths[i]
+    return pixel

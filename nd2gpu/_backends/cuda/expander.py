@@ -9,6 +9,7 @@ synchronously, on host memory.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -19,7 +20,7 @@ from ...kernels._run_table import RunTable
 from .arrays import SimulatedDeviceArray, cupy_module, numba_cuda
 from .probe import probe
 
-__all__ = ["CudaExpander", "shared_expander"]
+__all__ = ["CudaExpander", "StagingBuffers", "shared_expander"]
 
 _MIN_CAPACITY = 4096
 #: Launch shape under the simulator, where every CUDA thread is a Python thread.
@@ -41,6 +42,16 @@ class _BufferSet:
         # copied: the staging buffers may be rewritten; done: the device buffers
         # are no longer read by a kernel.
         self.copied, self.done = events
+
+
+@dataclass(frozen=True)
+class StagingBuffers:
+    """Pinned host arrays that a run table is written to before its upload."""
+
+    starts: np.ndarray
+    values: np.ndarray
+    prefix: np.ndarray
+    owner: _BufferSet
 
 
 class CudaExpander:
@@ -150,6 +161,51 @@ class CudaExpander:
         self._sets[i] = bufs = _BufferSet(self._cuda, capacity, events)
         return bufs
 
+    def staging(self, n_runs: int) -> StagingBuffers:
+        """Pinned host buffers for a table of ``n_runs`` runs, free to be filled.
+
+        Fill ``starts[:n]``, ``values[:n]`` and ``prefix[:n + 1]`` (the
+        exclusive prefix sum of the lengths, ``prefix[n]`` the total), then pass
+        the buffers to ``expand_staged``. Waits until the previous upload from
+        these buffers (two expansions ago) has finished.
+        """
+        with self._context():
+            bufs = self._buffers(n_runs)
+        return StagingBuffers(bufs.h_starts, bufs.h_values, bufs.h_prefix, bufs)
+
+    def expand_staged(
+        self, d_out: Any, staged: StagingBuffers, n_runs: int, total: int
+    ) -> None:
+        """Queue the upload of the staged table and its expansion into ``d_out``.
+
+        The table must describe runs inside ``d_out`` that do not overlap (the
+        decode pipeline guarantees it: every run was validated by the parser and
+        by the overlap check of its frame). Returns before the work is done.
+        """
+        out = self._flat_view(d_out)
+        if n_runs == 0:
+            return
+        bufs = staged.owner
+        stream = self._stream
+        with self._context():
+            bufs.d_starts[:n_runs].copy_to_device(bufs.h_starts[:n_runs], stream=stream)
+            bufs.d_values[:n_runs].copy_to_device(bufs.h_values[:n_runs], stream=stream)
+            bufs.d_prefix[: n_runs + 1].copy_to_device(
+                bufs.h_prefix[: n_runs + 1], stream=stream
+            )
+            bufs.copied.record(stream)
+            self._expand_runs(
+                out,
+                bufs.d_starts,
+                bufs.d_values,
+                bufs.d_prefix,
+                n_runs,
+                total,
+                stream,
+                **self._launch,
+            )
+            bufs.done.record(stream)
+
     def expand(self, d_out: Any, table: RunTable, *, check: bool = True) -> None:
         """Queue the upload of ``table`` and its expansion into ``d_out``.
 
@@ -168,7 +224,7 @@ class CudaExpander:
         Notes
         -----
         Returns before the work is done: call ``synchronize`` (or order later
-        work on ``stream``) before reading ``d_out``.
+        work on the stream) before reading ``d_out``.
         """
         out = self._flat_view(d_out)
         if check:
@@ -176,27 +232,11 @@ class CudaExpander:
         n = table.n_runs
         if n == 0:
             return
-        stream = self._stream
-        with self._context():
-            bufs = self._buffers(n)
-            bufs.h_starts[:n] = table.starts
-            bufs.h_values[:n] = table.values
-            bufs.h_prefix[: n + 1] = table.prefix
-            bufs.d_starts[:n].copy_to_device(bufs.h_starts[:n], stream=stream)
-            bufs.d_values[:n].copy_to_device(bufs.h_values[:n], stream=stream)
-            bufs.d_prefix[: n + 1].copy_to_device(bufs.h_prefix[: n + 1], stream=stream)
-            bufs.copied.record(stream)
-            self._expand_runs(
-                out,
-                bufs.d_starts,
-                bufs.d_values,
-                bufs.d_prefix,
-                n,
-                table.n_pixels,
-                stream,
-                **self._launch,
-            )
-            bufs.done.record(stream)
+        staged = self.staging(n)
+        staged.starts[:n] = table.starts
+        staged.values[:n] = table.values
+        staged.prefix[: n + 1] = table.prefix
+        self.expand_staged(d_out, staged, n, table.n_pixels)
 
     def synchronize(self) -> None:
         """Wait until everything queued by this expander has finished."""
