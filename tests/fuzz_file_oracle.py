@@ -25,6 +25,7 @@ from fuzz_payload_oracle import (
     OracleError,
     assert_same_array,
     peek_shape,
+    reference_warnings,
 )
 
 import nd2gpu
@@ -178,8 +179,7 @@ def _read_reference(source: Any) -> _Reference:
 
 def reference(path: Path) -> _Reference:
     """nd2's view of the file (see ``_READ_ARTIFACTS`` for the BytesIO fallback)."""
-    with warnings.catch_warnings(), _small_frames_only():
-        warnings.simplefilter("ignore")
+    with reference_warnings(), _small_frames_only():
         ref = _read_reference(path)
         if ref.open_error is None and _artifact(ref):
             on_path = ref.experiment_error

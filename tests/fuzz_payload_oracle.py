@@ -16,7 +16,8 @@ import math
 import struct
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,21 @@ def _decode(data: bytes) -> np.ndarray:
         raise OracleError(f"nd2gpu raised {e!r}, not DecodeError") from e
 
 
+@contextmanager
+def reference_warnings() -> Iterator[None]:
+    """Warnings off while the reference runs, except NumPy 1.x's deprecated
+    wrap-around of ids above 65535 into the uint16 image: that is the reference
+    failing on the id (NumPy 2 raises OverflowError there), so it raises."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings(
+            "error",
+            message=".*out-of-bound Python integers",
+            category=DeprecationWarning,
+        )
+        yield
+
+
 def _reference(data: bytes) -> np.ndarray | BaseException:
     try:
         return reference_decode(data)
@@ -114,8 +130,7 @@ def check_payload(data: bytes) -> str:
     OracleError
         On any disagreement.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # version words other than 3
+    with reference_warnings():  # e.g. version words other than 3
         shape = peek_shape(data)
         if shape is None or math.prod(shape) <= SMALL_FRAME_PIXELS:
             return _against_reference(data)

@@ -119,15 +119,20 @@ def test_auto_without_simulator_in_fresh_process():
         "import sys, nd2gpu\n"
         "lazy = 'cupy' not in sys.modules and 'numba.cuda' not in sys.modules\n"
         "from nd2gpu._device import cuda_status, resolve_device\n"
-        "print(lazy, resolve_device('auto'), cuda_status()[0])\n"
+        "auto = resolve_device('auto')\n"
+        "cupy = __import__('importlib.util').util.find_spec('cupy') is not None\n"
+        "quiet = cupy or 'numba.cuda' not in sys.modules\n"
+        "print(lazy, auto, cuda_status()[0], quiet)\n"
     )
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     res = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True
     )
     assert res.returncode == 0, res.stderr
-    lazy, auto, usable = res.stdout.split()
+    lazy, auto, usable, quiet = res.stdout.split()
     assert lazy == "True"
+    # Without CuPy the probe answers without importing numba.cuda at all.
+    assert quiet == "True"
     assert auto == ("cuda" if usable == "True" else "cpu")
     if not REAL_GPU:
         assert auto == "cpu"
