@@ -36,6 +36,7 @@ from .timing import machine_description, median_seconds
 #: Frames smaller than this measure per-call overheads more than decoding.
 SMALL_FRAME_PIXELS = 512 * 512
 DEVICES = ("cpu", "cuda")
+NOT_ASKED = "not asked for (--device)"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -146,7 +147,7 @@ def bench(
         skipped["nd2"] = "--no-nd2"
     for device in DEVICES:
         if device not in devices:
-            skipped[device] = "not asked for (--device)"
+            skipped[device] = NOT_ASKED
             continue
         if device == "cuda" and (why := _cuda_skip_reason()) is not None:
             if strict_cuda:
@@ -196,8 +197,9 @@ def _print(result: dict[str, Any], quiet: bool) -> None:
         label = "nd2" if name == "nd2" else f"nd2gpu {name}"
         value = result["ms_per_frame"][name]
         if value is None:
-            if name in result["skipped"] and name != "nd2":
-                print(f"{label:<14}  skipped: {result['skipped'][name]}")
+            why = result["skipped"].get(name)
+            if name != "nd2" and why != NOT_ASKED:
+                print(f"{label:<14}  skipped: {why}")
             continue
         ratio = result["speedup_vs_nd2"].get(name)
         shown = f"{ratio:.3g}x" if ratio else "-"
