@@ -31,8 +31,9 @@ def test_json_on_the_sample(capsys):
     assert result["speedup_vs_nd2"]["cpu"] == pytest.approx(ms["nd2"] / ms["cpu"])
     if ms["cuda"] is None:  # no GPU here: said why, never the simulator timed
         assert result["speedup_vs_nd2"]["cuda"] is None
-        assert "CUDA" in result["skipped"]["cuda"] or "simulator" in (
-            result["skipped"]["cuda"]
+        assert (
+            "CUDA" in result["skipped"]["cuda"]
+            or "simulator" in (result["skipped"]["cuda"])
         )
     assert "cores" in result["machine"]
 

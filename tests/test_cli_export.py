@@ -248,7 +248,7 @@ def test_zarr_positions_in_bioformats2raw_layout(make_nd2, tmp_path, capsys):
     path, _ = make_nd2(loops=loops, layers=("a", "b"))
     out = tmp_path / "out.zarr"
     code, stdout, err = run(capsys, "export", path, out, "-q")
-    assert code == 0, err
+    assert code == 0 and stdout == "", err
     root = zarr.open_group(out, mode="r")
     BioFormats2Raw.from_zarr(root)
     assert root["OME"].attrs["ome"]["series"] == ["0", "1"]
@@ -273,6 +273,7 @@ def test_zarr_one_position(make_nd2, tmp_path, capsys, loops):
     assert isinstance(open_ome_zarr(out), Image)
     p_axis = [letter for letter, _ in loops].index("P")
     (axes, array) = _labels_of(zarr.open_group(out, mode="r"))["a"]
+    assert axes == [letter.lower() for letter, _ in loops if letter != "P"] + ["y", "x"]
     np.testing.assert_array_equal(array, np.take(nd2_masks(path)["a"], 1, p_axis))
     code, _, err = run(capsys, "export", path, tmp_path / "p9.zarr", "--position", 9)
     assert code == 1 and "position 9 is out of range" in err
@@ -368,7 +369,7 @@ def test_tiff_imread_shows_every_layer(make_nd2, tmp_path, capsys):
     path, _ = make_nd2(loops=(("T", 2), ("Z", 3)), layers=("a", "b", "c"))
     out = tmp_path / "out.ome.tif"
     code, stdout, err = run(capsys, "export", path, out, "--batch-frames", 4, "-q")
-    assert code == 0, err
+    assert code == 0 and stdout == "", err
     masks = nd2_masks(path)
     np.testing.assert_array_equal(tifffile.imread(out), np.stack(list(masks.values())))
     with tifffile.TiffFile(out) as tif:
@@ -410,7 +411,10 @@ def test_tiff_split(make_nd2, tmp_path, capsys):
     assert code == 0, err
     assert "2 files (out_cells.ome.tif, out_nu_clei.ome.tif)" in stdout
     masks = nd2_masks(path)
-    for file, name in (("out_cells.ome.tif", "cells"), ("out_nu_clei.ome.tif", "nu/clei")):
+    for file, name in (
+        ("out_cells.ome.tif", "cells"),
+        ("out_nu_clei.ome.tif", "nu/clei"),
+    ):
         np.testing.assert_array_equal(tifffile.imread(tmp_path / file), masks[name])
     assert not out.exists()
 

@@ -160,9 +160,7 @@ def export_labels(
 def _layers_with_masks(
     f: ND2File, path: Path, note: Callable[[str], None] | None
 ) -> list[BinaryLayer]:
-    all_layers = (
-        f.layers() if isinstance(f, _ExportFile) else list(f.binary_data or [])
-    )
+    all_layers = f.layers() if isinstance(f, _ExportFile) else list(f.binary_data or [])
     if not all_layers:
         raise ValueError(f"{path}: the file has no binary layers")
     layers = []

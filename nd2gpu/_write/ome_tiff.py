@@ -194,4 +194,10 @@ def _pages(
         yield from host_frames(layer, s.frames, batch_frames, device, done)
 
 
-__all__ = ["BIGTIFF_ABOVE", "TIFF_SUFFIXES", "split_paths", "tiff_series", "write_ome_tiff"]
+__all__ = [
+    "BIGTIFF_ABOVE",
+    "TIFF_SUFFIXES",
+    "split_paths",
+    "tiff_series",
+    "write_ome_tiff",
+]

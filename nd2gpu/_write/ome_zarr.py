@@ -161,7 +161,9 @@ def prepare_labels(
     for layer in layers:
         array = layer.to_dask(device=device, frames_per_chunk=batch_frames)
         # nd2's sizes leaves out loops of count 1; the layer keeps them.
-        drop = tuple(0 if count == 1 else slice(None) for count in layer.coordinate_shape)
+        drop = tuple(
+            0 if count == 1 else slice(None) for count in layer.coordinate_shape
+        )
         array = array[drop]
         frame = layer.frame_shape[0] * layer.frame_shape[1]
         array = array.map_blocks(
@@ -235,9 +237,7 @@ def export_ome_zarr(
             "XY position(s)"
         )
     positions = [position] if position is not None else list(range(n_positions))
-    per_position = math.prod(
-        v for k, v in _loop_sizes(sizes).items() if k != POSITION
-    )
+    per_position = math.prod(v for k, v in _loop_sizes(sizes).items() if k != POSITION)
     label_planes = per_position * len(positions) * len(layers)
     image_planes = 0 if labels_only else per_position * sizes.get(CHANNEL, 1)
     total = label_planes + image_planes * len(positions)

@@ -159,9 +159,7 @@ def bench(
         ms[device] = _ms(median_seconds(run, repeats, warmup=0), n_frames)
     nd2_ms = ms["nd2"]
     speedup = {
-        d: (nd2_ms / t if nd2_ms and t else None)
-        for d, t in ms.items()
-        if d != "nd2"
+        d: (nd2_ms / t if nd2_ms and t else None) for d, t in ms.items() if d != "nd2"
     }
     return {
         "file": str(path),
