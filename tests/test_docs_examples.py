@@ -216,6 +216,7 @@ def test_examples_with_requirements(block):
     # Its needs are met: test_examples_run ran it with its document.
 
 
+@pytest.mark.slow
 def test_cells_nd2_is_the_quick_starts(tmp_path):
     """The file the documents start with is what README's quick start writes."""
     readme = next(b for b in blocks(ROOT / "README.md") if b.lang == "python")
