@@ -488,3 +488,14 @@ def test_progress_bar_only_on_a_terminal(tmp_path, capsys, monkeypatch):
     assert code == 0 and "nd2gpu export:" in err and "/12 " in err
     code, out, err = run(capsys, "export", "--sample", tmp_path / "c.zarr", "-q")
     assert code == 0 and out == "" and err == ""
+
+
+def test_link_at_out_is_replaced_not_followed(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere.ome.tif"
+    elsewhere.write_text("someone else's file")
+    out = tmp_path / "out.ome.tif"
+    out.symlink_to(elsewhere)
+    code, _, err = run(capsys, "export", "--sample", out, "-q", "--overwrite")
+    assert code == 0, err
+    assert not out.is_symlink() and tifffile.imread(out).shape == (2, 3, 2, 64, 64)
+    assert elsewhere.read_text() == "someone else's file"
