@@ -2,5 +2,7 @@
 
 - ``atomic``: outputs staged beside their destination and moved into place;
 - ``nd2_writer``: ``write_nd2``, ND2 files that nd2 reads back exactly;
-- ``export``: binary layers as OME-Zarr (through nd2) or OME-TIFF.
+- ``outputs``: ``check_output``, the outputs an export refuses (never an input);
+- ``export``: ``export_labels``, binary layers as OME-Zarr (``ome_zarr``, through
+  nd2's writer) or OME-TIFF (``ome_tiff``).
 """

@@ -53,31 +53,66 @@ def atomic_file(target: Path) -> Iterator[BinaryIO]:
 
 
 @contextmanager
-def staged_path(target: Path) -> Iterator[Path]:
+def staged_path(target: Path, *, keep_name: bool = False) -> Iterator[Path]:
     """Yield a free path beside ``target`` to write a file or a directory tree to.
 
     When the block succeeds, what was written there is flushed to disk and
-    replaces ``target`` (an existing file or directory tree at ``target`` is
-    removed only after the new output is complete). On any exception the
+    replaces ``target``: an existing file, link or directory tree at ``target``
+    is moved aside, the new output renamed into place, and only then the old one
+    removed (a link is replaced, never what it points to). On any exception the
     temporary output is removed and ``target`` is left as it was.
+
+    Parameters
+    ----------
+    target : pathlib.Path
+        The final path.
+    keep_name : bool
+        Yield ``DIR/target.name`` inside a new private directory beside
+        ``target`` instead of a temporary name, for writers that record the
+        name of what they write (an OME-Zarr image is named after its store).
     """
-    tmp = _temp_name(target)
-    while tmp.exists() or tmp.is_symlink():  # pragma: no cover - token clash
-        tmp = _temp_name(target)
+    staging = None
+    if keep_name:
+        staging = _free_temp_name(target)
+        staging.mkdir()
+        tmp = staging / target.name
+    else:
+        tmp = _free_temp_name(target)
     try:
         yield tmp
         fsync_tree(tmp)
-        if target.is_dir() and not target.is_symlink():
-            old = _temp_name(target)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _replace(tmp, target)
     except BaseException:
         remove(tmp)
         raise
+    finally:
+        if staging is not None:
+            remove(staging)
     fsync_directory(target.parent)
+
+
+def _free_temp_name(target: Path) -> Path:
+    tmp = _temp_name(target)
+    while tmp.exists() or tmp.is_symlink():  # pragma: no cover - token clash
+        tmp = _temp_name(target)
+    return tmp
+
+
+def _replace(new: Path, target: Path) -> None:
+    """Rename ``new`` onto ``target``, whatever kinds of entries the two are."""
+    exists = target.exists() or target.is_symlink()
+    target_is_tree = target.is_dir() and not target.is_symlink()
+    if not exists or (not new.is_dir() and not target_is_tree):
+        os.replace(new, target)  # nothing there, or a file onto a file or link
+        return
+    old = _free_temp_name(target)
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    remove(old)
 
 
 def remove(path: Path) -> None:

@@ -1,8 +1,13 @@
-"""What the exporters (and the CLI) read off a file: loop letters, colours, frames."""
+"""What the exporters (and the CLI) read off a file: loop letters, colours, frames.
+
+Also the progress protocol the exporters report through.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 import nd2
 import numpy as np
@@ -13,6 +18,31 @@ from .._layers import BinaryLayer
 DEFAULT_BATCH_FRAMES = 32
 #: nd2's loop types -> the letters of ``nd2.ND2File.sizes``.
 LOOP_LETTERS = {"TimeLoop": "T", "NETimeLoop": "T", "XYPosLoop": "P", "ZStackLoop": "Z"}
+
+
+class Progress(Protocol):
+    """A progress display: told how many more units are done, then closed."""
+
+    def update(self, n: int) -> object: ...
+
+    def close(self) -> None: ...
+
+
+#: Makes the progress display of a task, given its total number of units.
+ProgressFactory = Callable[[int], Progress]
+
+
+@contextlib.contextmanager
+def progress_bar(
+    progress: ProgressFactory | None, total: int
+) -> Iterator[Callable[[int], object] | None]:
+    """The ``update`` of a display of ``total`` units (None without ``progress``)."""
+    bar = None if progress is None else progress(total)
+    try:
+        yield None if bar is None else bar.update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def axis_letters(f: nd2.ND2File) -> list[str]:
@@ -33,7 +63,7 @@ def host_frames(
     seqs: Sequence[int],
     batch_frames: int,
     device: DeviceRequest | None,
-    done: Callable[[int], None] | None = None,
+    done: Callable[[int], object] | None = None,
 ) -> Iterator[np.ndarray]:
     """Frames ``seqs`` of ``layer`` as NumPy, decoded ``batch_frames`` at a time.
 

@@ -1,188 +1,65 @@
 """The ``nd2gpu`` command: inspect, export and benchmark the binary layers of ND2 files.
 
-Without a FILE, every command uses the small sample file shipped in the package
-(``nd2gpu/data/sample.nd2``)::
+::
 
-    nd2gpu info [FILE] [--json]
-    nd2gpu export [FILE] OUT [--format {zarr,tiff}] [--batch-frames N] [--quiet]
-    nd2gpu bench [FILE] [--repeats N] [--device {all,cpu,cuda}]
+    nd2gpu info [FILE ...] [--json] [--objects]
+    nd2gpu export FILE OUT [--format {zarr,tiff}] [--overwrite] [-q] ...
+    nd2gpu bench [FILE] [--json] [--repeats N] [--device {all,cpu,cuda}]
 
-Errors (a missing file, a file that is not ND2, a file without binary layers,
-corrupt data) print one line, ``nd2gpu: error: ...``, on stderr and exit with
-status 1; usage errors exit with status 2.
+Each command lives in its own module, which registers it (``add_parser``); a new
+command is one module and one entry in `COMMANDS`. Exit statuses: 0 success, 1
+an error (one line on stderr, ``nd2gpu: error: ...``), 2 a usage error or an
+output that may not be written, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import struct
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from types import ModuleType
 
-from .._errors import DeviceUnavailableError
-from .._write.export import export_labels
-from .._write.layer_frames import DEFAULT_BATCH_FRAMES
-from .bench import cmd_bench
-from .common import PROG, CLIError, Progress, input_path, sample_path
-from .info import cmd_info
+import nd2
 
-#: What ends a command with one line on stderr: the file cannot be read, is not
-#: ND2, its data are corrupt (nd2gpu.DecodeError is a ValueError; nd2 raises
-#: OSError and ValueError, and struct/index/key errors on truncated metadata), or
-#: the device cannot be used.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    CLIError,
-    OSError,
-    ValueError,
-    KeyError,
-    IndexError,
-    EOFError,
-    struct.error,
-    MemoryError,
-    DeviceUnavailableError,
+from .. import __version__
+from .._write.outputs import OutputRefusedError
+from . import bench, export, info
+from .common import PROG, USER_ERRORS, UsageError, error_line, sample_path
+
+#: The commands, in the order ``--help`` lists them: modules with ``add_parser``.
+COMMANDS: tuple[ModuleType, ...] = (info, export, bench)
+
+#: Errors reported with exit status 2: the command cannot run as given.
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    UsageError,
+    OutputRefusedError,
+    FileExistsError,
 )
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """``nd2gpu export``: write the binary layers as OME-Zarr or OME-TIFF."""
-    if len(args.paths) > 2:
-        raise CLIError("export takes [FILE] OUT: at most two paths")
-    file, out = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-    with input_path(file) as path:
-        what = export_labels(
-            path,
-            out,
-            fmt=args.format,
-            batch_frames=args.batch_frames,
-            device=args.device,
-            overwrite=args.overwrite,
-            progress=None if args.quiet else _export_progress,
-            note=None if args.quiet else _note,
-        )
-    if not args.quiet:
-        print(f"wrote {Path(out)}: {what}")
-    return 0
-
-
-def _export_progress(total: int) -> Progress:
-    return Progress(total, f"{PROG} export")
-
-
-def _note(text: str) -> None:
-    print(f"{PROG}: note: {text}", file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------- main
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``nd2gpu`` command line, with every command registered."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect, export and benchmark the binary layers (segmentation "
-        "masks) of Nikon ND2 files. Without FILE, the sample file shipped with "
-        "nd2gpu is used.",
+        "masks) of Nikon ND2 files.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{PROG} {__version__} (nd2 {nd2.__version__})",
     )
     parser.add_argument(
         "--traceback",
         action="store_true",
-        help="show the full traceback of an error instead of one line",
+        help="show the full traceback of an error instead of one line "
+        "(also accepted after the command)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    device = argparse.ArgumentParser(add_help=False)
-    device.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where to decode (default: auto, the GPU when usable)",
-    )
-    batch = argparse.ArgumentParser(add_help=False)
-    batch.add_argument(
-        "--batch-frames",
-        type=_positive_int,
-        default=DEFAULT_BATCH_FRAMES,
-        metavar="N",
-        help=f"frames decoded at a time (default {DEFAULT_BATCH_FRAMES})",
-    )
-
-    p = sub.add_parser(
-        "info",
-        parents=[device, batch],
-        help="describe the binary layers of a file",
-        description="Layers, names, components, colors, frame and coordinate "
-        "shapes, frames present and objects (distinct nonzero ids) per frame.",
-    )
-    p.add_argument("file", nargs="?", metavar="FILE", help="ND2 file (default: sample)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser(
-        "export",
-        parents=[device, batch],
-        usage="%(prog)s [options] [FILE] OUT",
-        help="write the binary layers as OME-Zarr or OME-TIFF",
-        description="Write every binary layer that has a mask, streaming "
-        "--batch-frames frames at a time. OUT ending in .zarr: OME-Zarr (NGFF 0.4, "
-        "Zarr v2 format): one label image per layer under OUT/labels/NAME, axes "
-        "[t] [p] [z] y x. OUT ending in .ome.tif, .ome.tiff, .tif or .tiff: one "
-        "OME-TIFF file with one series per layer (per layer and XY position when "
-        "the file has a P loop), axes in the file's loop order.",
-    )
-    p.add_argument(
-        "paths",
-        nargs="+",
-        metavar="[FILE] OUT",
-        help="the ND2 file (default: the sample) and the output path",
-    )
-    p.add_argument(
-        "--format", choices=("zarr", "tiff"), help="output format (default: from OUT)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser(
-        "bench",
-        help="time decoding on this machine (nd2gpu on cpu and cuda, and nd2)",
-        description="Decode every binary layer of FILE, one warm-up run and then "
-        "--repeats timed runs, and report the median per frame.",
-    )
-    p.add_argument("file", nargs="?", metavar="FILE", help="ND2 file (default: sample)")
-    p.add_argument(
-        "--repeats", type=_positive_int, default=5, metavar="N", help="timed runs"
-    )
-    p.add_argument(
-        "--device",
-        choices=("all", "cpu", "cuda"),
-        default="all",
-        help="devices to time (default: all; cuda is skipped when not usable)",
-    )
-    p.add_argument("--no-nd2", action="store_true", help="do not time nd2")
-    p.set_defaults(func=cmd_bench)
+    for command in COMMANDS:
+        command.add_parser(sub)
     return parser
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}"
-    elif isinstance(exc, KeyError):
-        text = f"missing key {exc}"
-    else:
-        text = str(exc) or type(exc).__name__
-    if isinstance(exc, (struct.error, IndexError, KeyError, EOFError)):
-        text = f"unreadable file ({type(exc).__name__}: {text})"
-    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,12 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 on success, 1 on an error (reported as one line on
-        stderr), 2 on a usage error, 130 when interrupted.
+        stderr), 2 on a usage error or a refused output, 130 when interrupted.
     """
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, or a usage error argparse has reported
+    except SystemExit as e:  # --help, --version, or a usage error argparse reported
         return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args))
@@ -215,11 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except USAGE_ERRORS as e:
+        if args.traceback:
+            raise
+        print(f"{PROG}: error: {error_line(e)}", file=sys.stderr)
+        return 2
     except USER_ERRORS as e:
         if args.traceback:
             raise
-        print(f"{PROG}: error: {_message(e)}", file=sys.stderr)
+        print(f"{PROG}: error: {error_line(e)}", file=sys.stderr)
         return 1
 
 
-__all__ = ["main", "sample_path"]
+__all__ = ["COMMANDS", "build_parser", "main", "sample_path"]

@@ -1,111 +1,237 @@
-"""``nd2gpu bench``: time decoding on this machine, nd2gpu (cpu, cuda) and nd2."""
+"""``nd2gpu bench FILE``: decode timings on this machine, nd2 against nd2gpu.
+
+Every timed run opens the file afresh and decodes every binary layer, as a
+script reading the file once does: nd2 (``np.asarray(f.binary_data)`` on a new
+``nd2.ND2File``; nd2 keeps the decoded layers on the open file, so reusing one
+would time only stacking) and nd2gpu on the CPU and, where a GPU is usable, on
+CUDA (synchronised before the clock stops; numba's CUDA simulator is never
+timed). The first run of each reader is not timed; its result is compared with
+nd2's, so a timing is only reported for values that agree.
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._backends import backend
-from .._device import cuda_status, simulator_active
+from .._device import cuda_status, simulator_active, to_numpy
 from .._errors import DeviceUnavailableError
-from .._layers import BinaryLayers
-from .common import CLIError, input_path, open_layers
-from .timing import median_seconds
+from .._nd2file import ND2File
+from .common import (
+    CLIError,
+    UsageError,
+    add_common,
+    add_sample,
+    input_paths,
+    positive_int,
+)
+from .timing import machine_description, median_seconds
 
 #: Frames smaller than this measure per-call overheads more than decoding.
 SMALL_FRAME_PIXELS = 512 * 512
+DEVICES = ("cpu", "cuda")
+NOT_ASKED = "not asked for (--device)"
 
 
-def _decode_everything(layers: Sequence[Any], stack: bool, **kwargs: Any) -> Any:
-    if stack:
-        return layers.asarray(**kwargs)  # type: ignore[attr-defined]
-    return [layer.asarray(**kwargs) for layer in layers]
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``bench``."""
+    p = subparsers.add_parser(
+        "bench",
+        help="time decoding on this machine: nd2, nd2gpu cpu and cuda",
+        description="Decode every binary layer of FILE with nd2 and nd2gpu, "
+        "opening the file afresh for every run: one untimed run (its values are "
+        "compared with nd2's), then --repeats timed runs; report the median per "
+        "frame. Without FILE: the sample file.",
+    )
+    p.add_argument("file", nargs="?", metavar="FILE", help="ND2 file")
+    add_sample(p)
+    p.add_argument(
+        "--repeats", type=positive_int, default=5, metavar="N", help="timed runs"
+    )
+    p.add_argument(
+        "--device",
+        choices=("all", *DEVICES),
+        default="all",
+        help="nd2gpu devices to time (default: all; cuda is skipped when not usable)",
+    )
+    p.add_argument("--no-nd2", action="store_true", help="do not time nd2")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_common(p, quiet="print only the table")
+    p.set_defaults(func=run)
+    return p
 
 
-def _bench_nd2gpu(layers: BinaryLayers, device: str, stack: bool) -> Callable[[], Any]:
-    present = [layer for layer in layers if layer.frame_shape != (0, 0)]
-    sync = backend(device).synchronize
+def _stackable(shapes: list[tuple[int, ...]]) -> bool:
+    return len(set(shapes)) == 1
 
-    def run() -> None:
-        _decode_everything(layers if stack else present, stack, device=device)
-        sync()
+
+def nd2_run(path: Path) -> Callable[[], list[np.ndarray]]:
+    """Decode every layer with a fresh ``nd2.ND2File``, as nd2 users do."""
+    import nd2
+
+    def run() -> list[np.ndarray]:
+        with nd2.ND2File(path) as f:
+            data = f.binary_data  # nd2 decodes every frame here
+            if data is None:
+                return []
+            present = [layer for layer in data if layer.frame_shape != (0, 0)]
+            if _stackable([layer.frame_shape for layer in present]):
+                return list(np.asarray(data))
+            return [layer.asarray() for layer in present]
 
     return run
 
 
-def _bench_nd2(path: Path, stack: bool) -> tuple[Callable[[], Any], Any]:
-    import nd2
+def nd2gpu_run(path: Path, device: str) -> Callable[[], list[Any]]:
+    """Decode every layer with a fresh ``nd2gpu.ND2File`` on ``device``."""
+    sync = backend(device).synchronize
 
-    ref = nd2.ND2File(path)
+    def run() -> list[Any]:
+        with ND2File(path, device=device) as f:
+            layers = f.binary_data
+            if layers is None:
+                return []
+            present = [layer for layer in layers if layer.frame_shape != (0, 0)]
+            if _stackable([layer.frame_shape for layer in present]):
+                out = list(layers.asarray(device=device))
+            else:
+                out = [layer.asarray(device=device) for layer in present]
+            sync()
+            return out
 
-    def run() -> None:
-        data = ref.binary_data  # nd2 decodes every frame here
-        if stack:
-            np.asarray(data)
-        else:
-            [layer.asarray() for layer in data]
-
-    return run, ref
+    return run
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``nd2gpu bench``: decode timings of nd2gpu on this machine, and of nd2."""
-    with input_path(args.file) as path, open_layers(path, "cpu") as (_, layers):
+def _cuda_skip_reason() -> str | None:
+    ok, why = cuda_status()
+    if ok and simulator_active():
+        return "numba's CUDA simulator only (no GPU)"
+    return None if ok else f"CUDA is not usable: {why}"
+
+
+def _check(name: str, got: list[Any], ref: list[np.ndarray]) -> None:
+    if len(got) != len(ref) or any(
+        not np.array_equal(to_numpy(a), b) for a, b in zip(got, ref, strict=False)
+    ):
+        raise CLIError(f"nd2gpu {name} does not give nd2's values on this file")
+
+
+def bench(
+    path: Path, *, repeats: int, devices: list[str], with_nd2: bool, strict_cuda: bool
+) -> dict[str, Any]:
+    """Time the readers on ``path``; the result is what ``--json`` prints."""
+    if path.is_dir():
+        raise CLIError(f"{path}: is a directory, not an ND2 file")
+    with ND2File(path) as f:
+        layers = f.binary_data
+        if layers is None:
+            raise CLIError(f"{path}: the file has no binary layers")
         present = [layer for layer in layers if layer.frame_shape != (0, 0)]
         if not present:
             raise CLIError(f"{path}: no binary layer has a mask in any frame")
-        stack = len({layer.frame_shape for layer in present}) == 1
         n_frames = sum(len(layer) for layer in present)
-        shapes = " / ".join(
-            sorted({f"{y}x{x}" for y, x in (p.frame_shape for p in present)})
-        )
-        print(f"file:    {path}")
-        print(
-            f"decoded: {len(present)} layer(s) x {len(present[0])} frames of {shapes}"
-            f" = {n_frames} frames per run; median of {args.repeats} runs"
-            " after one warm-up run"
-        )
-        rows: list[tuple[str, float | None, str]] = []
-        if not args.no_nd2:
-            run, ref = _bench_nd2(path, stack)
-            try:
-                rows.append(("nd2", median_seconds(run, args.repeats), ""))
-            finally:
-                ref.close()
-        devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-        for device in devices:
-            label = f"nd2gpu {device}"
-            if device == "cuda":
-                ok, why = cuda_status()
-                if ok and simulator_active():
-                    ok, why = False, "numba's CUDA simulator only (no GPU)"
-                if not ok:
-                    if args.device == "cuda":
-                        raise DeviceUnavailableError(f"CUDA is not usable: {why}")
-                    rows.append((label, None, f"skipped: CUDA is not usable: {why}"))
-                    continue
-            run = _bench_nd2gpu(layers, device, stack)
-            rows.append((label, median_seconds(run, args.repeats), ""))
-    reference = rows[0][1] if not args.no_nd2 else None
-    print(f"{'reader':<14}{'ms/frame':>12}{'total ms':>12}{'vs nd2':>10}")
-    for label, seconds, note in rows:
-        if seconds is None:
-            print(f"{label:<14}  {note}")
+        frame_shape = list(present[0].frame_shape)
+        shapes = sorted({layer.frame_shape for layer in present})
+    reference = nd2_run(path)()  # also nd2's warm-up
+    ms: dict[str, float | None] = {"nd2": None, "cpu": None, "cuda": None}
+    skipped: dict[str, str] = {}
+    if with_nd2:
+        ms["nd2"] = _ms(median_seconds(nd2_run(path), repeats, warmup=0), n_frames)
+    else:
+        skipped["nd2"] = "--no-nd2"
+    for device in DEVICES:
+        if device not in devices:
+            skipped[device] = NOT_ASKED
             continue
-        per_frame = 1e3 * seconds / n_frames
-        ratio = f"{reference / seconds:.3g}x" if reference and seconds > 0 else "-"
-        print(f"{label:<14}{per_frame:>12.4f}{1e3 * seconds:>12.3f}{ratio:>10}")
-    if max(math.prod(layer.frame_shape) for layer in present) < SMALL_FRAME_PIXELS:
+        if device == "cuda" and (why := _cuda_skip_reason()) is not None:
+            if strict_cuda:
+                raise DeviceUnavailableError(why)
+            skipped[device] = why
+            continue
+        run = nd2gpu_run(path, device)
+        _check(device, run(), reference)  # also the warm-up
+        ms[device] = _ms(median_seconds(run, repeats, warmup=0), n_frames)
+    nd2_ms = ms["nd2"]
+    speedup = {
+        d: (nd2_ms / t if nd2_ms and t else None) for d, t in ms.items() if d != "nd2"
+    }
+    return {
+        "file": str(path),
+        "layers": len(present),
+        "frames": n_frames,
+        "frame_shape": frame_shape,
+        "frame_shapes": [list(s) for s in shapes],
+        "repeats": repeats,
+        "ms_per_frame": ms,
+        "speedup_vs_nd2": speedup,
+        "skipped": skipped,
+        "values_agree": True,
+        "machine": machine_description(),
+    }
+
+
+def _ms(seconds: float, n_frames: int) -> float:
+    return 1e3 * seconds / n_frames
+
+
+def _print(result: dict[str, Any], quiet: bool) -> None:
+    if not quiet:
+        shapes = " / ".join(f"{y}x{x}" for y, x in result["frame_shapes"])
+        print(f"file:    {result['file']}")
         print(
-            "note: frames this small time the fixed cost of a call more than "
-            "decoding; time a file with large frames (e.g. 2048x2048) to compare"
+            f"decoded: {result['layers']} layer(s), {result['frames']} frames of "
+            f"{shapes} per run; median of {result['repeats']} runs, each opening "
+            "the file afresh, after one untimed run"
         )
+        print(f"machine: {result['machine']}")
+    print(f"{'reader':<14}{'ms/frame':>12}{'vs nd2':>10}")
+    for name in ("nd2", *DEVICES):
+        label = "nd2" if name == "nd2" else f"nd2gpu {name}"
+        value = result["ms_per_frame"][name]
+        if value is None:
+            why = result["skipped"].get(name)
+            if name != "nd2" and why != NOT_ASKED:
+                print(f"{label:<14}  skipped: {why}")
+            continue
+        ratio = result["speedup_vs_nd2"].get(name)
+        shown = f"{ratio:.3g}x" if ratio else "-"
+        print(f"{label:<14}{value:>12.4f}{shown:>10}")
+    if not quiet:
+        print("values:  nd2gpu gives nd2's values on every layer")
+        y, x = result["frame_shape"]
+        if y * x < SMALL_FRAME_PIXELS:
+            print(
+                "note: frames this small time the fixed cost of opening and of a "
+                "call more than decoding; time a file with large frames (e.g. "
+                "2048x2048) to compare decoders"
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``nd2gpu bench``."""
+    sample = args.sample or args.file is None
+    if args.sample and args.file is not None:
+        raise UsageError("bench takes FILE or --sample, not both")
+    devices = list(DEVICES) if args.device == "all" else [args.device]
+    with input_paths([] if sample else [args.file], sample) as (path,):
+        result = bench(
+            path,
+            repeats=args.repeats,
+            devices=devices,
+            with_nd2=not args.no_nd2,
+            strict_cuda=args.device == "cuda",
+        )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print(result, args.quiet)
     return 0
 
 
-__all__ = ["cmd_bench"]
+__all__ = ["add_parser", "bench", "nd2_run", "nd2gpu_run", "run"]

@@ -1,28 +1,66 @@
-"""What the ``nd2gpu`` commands share: the input file, its layers, progress.
+"""What the ``nd2gpu`` commands share: options, input files, errors, progress.
 
-- the sample file shipped in the package and the input path of a command,
-- opening a file's binary layers, with one-line errors (`CLIError`),
-- a progress bar on stderr.
+- the sample file shipped in the package and the input paths of a command,
+- the options every command takes (``--traceback``) and argument types,
+- `CLIError` (one line, exit status 1) and `UsageError` (exit status 2),
+- progress bars: tqdm on stderr when stderr is a terminal, else nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.resources
+import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._layers import BinaryLayers
-from .._nd2file import ND2File
+from .._errors import DeviceUnavailableError
 
 PROG = "nd2gpu"
 SAMPLE = "sample.nd2"
+#: Seconds of work before a progress bar shows (tqdm's ``delay``).
+PROGRESS_DELAY = 0.5
 
 
 class CLIError(Exception):
-    """A problem reported to the user as one line, without a traceback."""
+    """A problem reported to the user as one line, exit status 1."""
+
+
+class UsageError(Exception):
+    """A command that cannot run as given: one line, exit status 2."""
+
+
+#: What ends a command with one line on stderr: the file cannot be read, is not
+#: ND2, its data are corrupt (nd2gpu.DecodeError is a ValueError; nd2 raises
+#: OSError and ValueError, and struct/index/key errors on truncated metadata), or
+#: the device cannot be used.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CLIError,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    EOFError,
+    struct.error,
+    MemoryError,
+    DeviceUnavailableError,
+)
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line that reports ``exc`` (without the program name)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    elif isinstance(exc, KeyError):
+        text = f"missing key {exc}"
+    else:
+        text = str(exc) or type(exc).__name__
+    if isinstance(exc, (struct.error, IndexError, KeyError, EOFError)):
+        text = f"unreadable file ({type(exc).__name__}: {text})"
+    return " ".join(text.split())
 
 
 # --------------------------------------------------------------------------- files
@@ -44,64 +82,99 @@ def sample_path() -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def input_path(file: str | None) -> Iterator[Path]:
-    """The path of ``file``, or of the sample file when ``file`` is None."""
-    if file is None:
-        with sample_path() as path:
-            yield path
-    else:
-        yield Path(file)
+def input_paths(files: Sequence[str], sample: bool) -> Iterator[list[Path]]:
+    """The paths of ``files``, with the sample file first when ``sample``."""
+    if not sample:
+        yield [Path(f) for f in files]
+        return
+    with sample_path() as path:
+        yield [path, *(Path(f) for f in files)]
 
 
-@contextlib.contextmanager
-def open_layers(path: Path, device: str) -> Iterator[tuple[ND2File, BinaryLayers]]:
-    """The open file at ``path`` and its binary layers (`CLIError` if it has none)."""
-    if path.is_dir():
-        raise CLIError(f"{path}: is a directory, not an ND2 file")
-    with ND2File(path, device=device) as f:
-        layers = f.binary_data
-        if layers is None:
-            raise CLIError(f"{path}: the file has no binary layers")
-        yield f, layers
+# ------------------------------------------------------------------------- options
+
+
+def add_common(parser: argparse.ArgumentParser, *, quiet: str | None = None) -> None:
+    """The options every command takes: ``--traceback`` (and ``-q`` when given)."""
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        default=argparse.SUPPRESS,  # keeps a --traceback given before the command
+        help="show the full traceback of an error instead of one line",
+    )
+    if quiet is not None:
+        parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
+
+
+def add_sample(parser: argparse.ArgumentParser) -> None:
+    """``--sample``: use the small file shipped with nd2gpu as the input."""
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="use the small sample file shipped with nd2gpu as input",
+    )
+
+
+def positive_int(text: str) -> int:
+    """An argument type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An argument type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
 
 
 # ------------------------------------------------------------------------ progress
 
 
-class Progress:
-    """tqdm when it is installed, else a counter on stderr.
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (progress bars are drawn only there)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
-    Nothing is shown before the first update, so an error before any work
-    leaves stderr to the one error line.
+
+def progress_factory(desc: str, unit: str, enabled: bool = True) -> Any:
+    """A factory of tqdm bars on stderr, or None where none should be drawn.
+
+    None when ``enabled`` is False, stderr is not a terminal (logs get no
+    carriage returns) or tqdm is not installed (it comes with the ``export``
+    extra). A bar appears only once the work has lasted ``PROGRESS_DELAY``.
     """
+    if not enabled or not stderr_is_terminal():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
 
-    def __init__(self, total: int, desc: str) -> None:
-        self.total, self.desc, self.n = total, desc, 0
-        self._started = False
-        self._bar: Any = None
-
-    def _start(self) -> None:
-        self._started = True
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return
-        self._bar = tqdm(
-            total=self.total, desc=self.desc, unit="frame", file=sys.stderr
+    def make(total: int) -> Any:
+        return tqdm(
+            total=total,
+            desc=f"{PROG} {desc}",
+            unit=unit,
+            file=sys.stderr,
+            delay=PROGRESS_DELAY,
+            leave=False,
         )
 
-    def update(self, n: int) -> None:
-        if not self._started:
-            self._start()
-        self.n += n
-        if self._bar is not None:
-            self._bar.update(n)
-        else:
-            sys.stderr.write(f"\r{self.desc}: {self.n}/{self.total} frames")
-            sys.stderr.flush()
+    return make
 
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self._started:
-            sys.stderr.write("\n")
+
+def note(text: str) -> None:
+    """A line about something the command left out or chose, on stderr."""
+    print(f"{PROG}: note: {text}", file=sys.stderr)

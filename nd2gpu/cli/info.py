@@ -1,4 +1,10 @@
-"""``nd2gpu info``: describe the binary layers of a file, as text or JSON."""
+"""``nd2gpu info FILE [FILE ...]``: the binary layers of files, as text or JSON.
+
+Without ``--objects`` only the metadata, the chunk map and one frame header per
+layer are read (for its frame shape): nothing is decoded, and the answer takes
+milliseconds whatever the file's size. ``--objects`` decodes every frame that
+has a mask, a batch at a time, to count the objects in it.
+"""
 
 from __future__ import annotations
 
@@ -6,116 +12,227 @@ import argparse
 import json
 import math
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._device import cuda_status, simulator_active
 from .._layers import BinaryLayer
-from .._write.layer_frames import axis_letters, host_frames, rgb_hex
-from .common import input_path, open_layers
+from .._nd2file import ND2File
+from .._write.layer_frames import (
+    DEFAULT_BATCH_FRAMES,
+    axis_letters,
+    host_frames,
+    progress_bar,
+    rgb_hex,
+)
+from .common import (
+    PROG,
+    USER_ERRORS,
+    CLIError,
+    add_common,
+    add_sample,
+    error_line,
+    input_paths,
+    positive_int,
+    progress_factory,
+)
 
 
-def _objects_per_frame(
-    layer: BinaryLayer, present: Sequence[int], batch_frames: int
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``info``."""
+    p = subparsers.add_parser(
+        "info",
+        help="describe the binary layers of files (fast: decodes nothing)",
+        description="Layers, names, components, colours, frame shape and the "
+        "frames that carry a mask, read from the metadata and the chunk map "
+        "(nothing is decoded). --objects also counts the objects (distinct "
+        "nonzero ids) in every frame. Without FILE: the sample file.",
+    )
+    p.add_argument("files", nargs="*", metavar="FILE", help="ND2 files")
+    add_sample(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: one object, or a list of objects for several files",
+    )
+    p.add_argument(
+        "--objects",
+        action="store_true",
+        help="count the objects per frame of every layer (decodes every frame)",
+    )
+    p.add_argument(
+        "--batch-frames",
+        type=positive_int,
+        default=DEFAULT_BATCH_FRAMES,
+        metavar="N",
+        help=f"--objects: frames decoded at a time (default {DEFAULT_BATCH_FRAMES})",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="cpu",
+        help="--objects: where to decode (default: cpu)",
+    )
+    add_common(p, quiet="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def count_objects(
+    layer: BinaryLayer,
+    frames: Sequence[int],
+    *,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
+    device: str = "cpu",
+    done: Callable[[int], object] | None = None,
 ) -> list[int]:
-    """Distinct nonzero ids in each frame of ``present``."""
+    """The number of objects (distinct nonzero ids) in each of ``frames``.
+
+    Decodes ``batch_frames`` frames at a time; ``done(n)`` is called as each
+    batch is decoded.
+    """
     counts = []
-    for frame in host_frames(layer, present, batch_frames, "cpu"):
-        counts.append(int(np.count_nonzero(np.bincount(frame.ravel())[1:])))
+    for frame in host_frames(layer, frames, batch_frames, device, done):
+        ids = np.bincount(frame.ravel())
+        counts.append(int(np.count_nonzero(ids[1:])))
     return counts
 
 
-def _info(path: Path, device: str, batch_frames: int) -> dict[str, Any]:
-    with open_layers(path, device) as (f, layers):
+def describe(
+    path: Path,
+    *,
+    objects: bool = False,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
+    device: str = "cpu",
+    progress: Any = None,
+) -> dict[str, Any]:
+    """What ``info`` reports about one file, as a JSON-ready dict."""
+    if path.is_dir():
+        raise CLIError(f"{path}: is a directory, not an ND2 file")
+    with ND2File(path) as f:
         loops = [
             {"letter": letter, "type": loop.type, "count": loop.count}
             for letter, loop in zip(axis_letters(f), f.experiment, strict=True)
         ]
-        ok, why = cuda_status()
+        layers = list(f.binary_data or [])
         info: dict[str, Any] = {
             "file": str(path),
             "size_bytes": path.stat().st_size,
             "loops": loops,
             "coordinate_shape": [loop["count"] for loop in loops],
             "frames": math.prod(loop["count"] for loop in loops),
-            "device": f.device,
-            "cuda": {"usable": ok and not simulator_active(), "status": why},
             "layers": [],
         }
-        for i, layer in enumerate(layers):
-            present = layer.frames_with_mask()
-            counts = _objects_per_frame(layer, present, batch_frames)
-            info["layers"].append(
-                {
-                    "index": i,
-                    "name": layer.name,
-                    "file_tag": layer.file_tag,
-                    "comp_name": layer.comp_name,
-                    "comp_order": layer.comp_order,
-                    "color": layer.color,
-                    "color_rgb": rgb_hex(layer.color),
-                    "color_mode": layer.color_mode,
-                    "state": layer.state,
-                    "layer_id": layer.layer_id,
-                    "frame_shape": list(layer.frame_shape),
-                    "frames_present": len(present),
-                    "objects_per_frame": {
-                        "min": min(counts),
-                        "median": statistics.median(counts),
-                        "max": max(counts),
-                    }
-                    if counts
-                    else None,
-                }
-            )
+        present = [layer.frames_with_mask() for layer in layers]
+        total = sum(len(p) for p in present) if objects else 0
+        with progress_bar(progress if objects else None, total) as done:
+            for i, (layer, frames) in enumerate(zip(layers, present, strict=True)):
+                entry = _layer_entry(i, layer, len(frames))
+                if objects:
+                    counts = count_objects(
+                        layer,
+                        frames,
+                        batch_frames=batch_frames,
+                        device=device,
+                        done=done,
+                    )
+                    entry["objects_per_frame"] = (
+                        {
+                            "min": min(counts),
+                            "median": statistics.median(counts),
+                            "max": max(counts),
+                        }
+                        if counts
+                        else None
+                    )
+                info["layers"].append(entry)
     return info
 
 
-def _print_info(info: dict[str, Any]) -> None:
+def _layer_entry(i: int, layer: BinaryLayer, frames_with_mask: int) -> dict[str, Any]:
+    return {
+        "index": i,
+        "name": layer.name,
+        "file_tag": layer.file_tag,
+        "comp_name": layer.comp_name,
+        "comp_order": layer.comp_order,
+        "color": layer.color,
+        "color_rgb": rgb_hex(layer.color),
+        "color_mode": layer.color_mode,
+        "state": layer.state,
+        "layer_id": layer.layer_id,
+        "frame_shape": list(layer.frame_shape),
+        "frames_with_mask": frames_with_mask,
+    }
+
+
+def _text(info: dict[str, Any]) -> str:
     loops = ", ".join(f"{lp['letter']}={lp['count']}" for lp in info["loops"])
-    cuda = "usable" if info["cuda"]["usable"] else "not usable"
-    print(f"file:             {info['file']} ({info['size_bytes']:,} bytes)")
-    print(f"loops:            {loops or '(none: one frame)'}")
-    print(
-        f"coordinate shape: {tuple(info['coordinate_shape'])} = {info['frames']} frames"
-    )
-    print(f"device:           {info['device']} (CUDA {cuda}: {info['cuda']['status']})")
-    print(f"binary layers:    {len(info['layers'])}")
+    n = len(info["layers"])
+    lines = [
+        f"file:   {info['file']} ({info['size_bytes']:,} bytes)",
+        f"loops:  {loops or '(none)'}, {info['frames']} frame(s)",
+        f"{n} binary layer{'' if n == 1 else 's'}",
+    ]
     for lay in info["layers"]:
-        shape = lay["frame_shape"]
-        opf = lay["objects_per_frame"]
-        objects = (
-            f"min {opf['min']}, median {opf['median']:g}, max {opf['max']}"
-            if opf
-            else "-"
-        )
+        y, x = lay["frame_shape"]
         color = "-" if lay["color"] is None else f"{lay['color_rgb']} ({lay['color']})"
-        print()
-        print(f"[{lay['index']}] {lay['name']}")
-        print(f"    file tag:          {lay['file_tag']}")
-        print(f"    component:         {lay['comp_name']} (order {lay['comp_order']})")
-        print(f"    color:             {color}")
-        print(
-            f"    color mode/state:  {lay['color_mode']} / {lay['state']}"
-            f"   layer id: {lay['layer_id']}"
-        )
-        print(f"    frame shape:       {shape[0]} x {shape[1]} (Y x X)")
-        print(f"    frames present:    {lay['frames_present']} of {info['frames']}")
-        print(f"    objects per frame: {objects}")
+        lines += [
+            f"  [{lay['index']}] {lay['name']}",
+            f"      file tag:          {lay['file_tag']}",
+            f"      component:         {lay['comp_name']} (order {lay['comp_order']})",
+            f"      color:             {color}",
+            f"      color mode/state:  {lay['color_mode']} / {lay['state']}"
+            f"   layer id: {lay['layer_id']}",
+            f"      frame shape:       {y} x {x} (Y x X)",
+            f"      frames with mask:  {lay['frames_with_mask']} of {info['frames']}",
+        ]
+        if "objects_per_frame" in lay:
+            opf = lay["objects_per_frame"]
+            objects = (
+                f"min {opf['min']}, median {opf['median']:g}, max {opf['max']}"
+                if opf
+                else "-"
+            )
+            lines.append(f"      objects per frame: {objects}")
+    return "\n".join(lines)
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    """``nd2gpu info``: describe the binary layers of a file."""
-    with input_path(args.file) as path:
-        info = _info(path, args.device, args.batch_frames)
+def run(args: argparse.Namespace) -> int:
+    """``nd2gpu info``: describe each file; a file that fails is reported, not fatal."""
+    sample = args.sample or not args.files
+    status = 0
+    results: list[dict[str, Any]] = []
+    with input_paths(args.files, sample) as paths:
+        for k, path in enumerate(paths):
+            try:
+                info = describe(
+                    path,
+                    objects=args.objects,
+                    batch_frames=args.batch_frames,
+                    device=args.device,
+                    progress=progress_factory(
+                        "info --objects", "frame", enabled=not args.quiet
+                    ),
+                )
+            except USER_ERRORS as e:
+                if len(paths) == 1 or getattr(args, "traceback", False):
+                    raise
+                print(f"{PROG}: error: {error_line(e)}", file=sys.stderr)
+                results.append({"file": str(path), "error": error_line(e)})
+                status = 1
+                continue
+            results.append(info)
+            if not args.json:
+                if k:
+                    print()
+                print(_text(info))
     if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        _print_info(info)
-    return 0
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    return status
 
 
-__all__ = ["cmd_info"]
+__all__ = ["add_parser", "count_objects", "describe", "run"]
