@@ -10,6 +10,7 @@ from typing import Any
 import nd2
 
 from ._decode.mask_source import MaskSource
+from ._decode.sources import source_spec
 from ._device import DeviceRequest, check_request, resolve_device
 from ._format.container import BINARY_METADATA_CHUNK
 from ._format.layer_metadata import decode_layer_metadata
@@ -25,8 +26,16 @@ class ND2File(nd2.ND2File):
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The ND2 file (a local path: nd2gpu memory-maps it).
+    path : str, os.PathLike, URL or binary file object
+        The ND2 file: whatever ``nd2.ND2File`` accepts. A local path (or
+        ``file://`` URL) is memory-mapped. A URL of any other scheme
+        (``http(s)://``, ``s3://``, ``memory://``, ...) is read through fsspec
+        (``pip install "nd2gpu[remote]"``): the chunk map once, then only the
+        byte ranges of the frames asked for, a batch at a time. An open binary
+        file object (``open(p, "rb")``, ``io.BytesIO``, an fsspec file) is read
+        with ``seek``/``read`` (a local file by name, an fsspec file by its
+        URL); an unnamed one cannot be pickled, and its layers decode only
+        while it is open.
     device : {"cpu", "cuda", "auto"}, optional
         Where binary layers are decoded by default. None (the default) and "cpu"
         give NumPy arrays, exactly as nd2 does; "cuda" gives CuPy arrays decoded
@@ -37,7 +46,8 @@ class ND2File(nd2.ND2File):
         ``cupy.asarray(layers)`` and ``torch.from_dlpack(layers)`` decode on the
         GPU where one is usable.
     **nd2_kwargs
-        Passed to ``nd2.ND2File``.
+        Passed to ``nd2.ND2File`` (e.g. ``storage_options``, fsspec's options
+        for URLs, also used by nd2gpu's own range reads).
 
     Examples
     --------
@@ -49,17 +59,19 @@ class ND2File(nd2.ND2File):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Any,
         *,
         device: DeviceRequest | None = None,
         **nd2_kwargs: Any,
     ) -> None:
         check_request(device)
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(
-                f"nd2gpu.ND2File needs a local file path, not {type(path).__name__}"
-            )
         super().__init__(path, **nd2_kwargs)
+        options = nd2_kwargs.get("storage_options")
+        self._source_spec = source_spec(
+            path,
+            options,
+            lock=getattr(getattr(self, "_rdr", None), "_fh_lock", None),
+        )
         self._device_request = device
         self._mask_source: MaskSource | None = None
         self._binary_layers: BinaryLayers | None = None
@@ -87,7 +99,7 @@ class ND2File(nd2.ND2File):
 
     def _source(self) -> MaskSource:
         if self._mask_source is None:
-            self._mask_source = source = MaskSource(self.path)
+            self._mask_source = source = MaskSource(self._source_spec)
             # An unclosed file that is garbage-collected releases its map too.
             weakref.finalize(self, source.detach)
             if self.closed:
@@ -138,14 +150,14 @@ class ND2File(nd2.ND2File):
             self._mask_source.detach()
         super().close()
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for key in ("_mask_source", "_binary_layers", "_binary_loaded"):
-            state.pop(key, None)
-        return state
+    # nd2's __getstate__ refuses an unnamed file object (TypeError) and pickles
+    # the instance's dict: with it the source spec (path or URL, storage
+    # options), the binary layers (their metadata) and the device request.
 
     def __setstate__(self, d: dict[str, Any]) -> None:
         super().__setstate__(d)
-        self._mask_source = None
-        self._binary_layers = None
-        self._binary_loaded = False
+        source = self.__dict__.get("_mask_source")
+        if source is not None:
+            weakref.finalize(self, source.detach)
+            if self.closed:
+                source.detach()

@@ -9,11 +9,10 @@ from concurrent.futures import wait
 import numpy as np
 
 from .._decode.frame import FrameHeader, decode_into
-from .._decode.mask_source import MaskSource
+from .._decode.mask_source import MaskSource, Payloads
 from .._decode.plan import FrameJob, warn_versions, with_context
 from .._decode.pool import thread_pool, worker_count
 from .._errors import DecodeError
-from .._format.chunk_index import ChunkIndex
 from .layout import check_layout
 
 #: A call whose output is smaller than this (pixels) decodes in the calling
@@ -35,8 +34,8 @@ def decode_frames_cpu(
     """
     frame_shape = out.shape[1:]
 
-    def run(job: FrameJob, index: ChunkIndex) -> FrameHeader | None:
-        data = source.payload(index, job.layer.file_tag, job.seq)
+    def run(job: FrameJob, payloads: Payloads) -> FrameHeader | None:
+        data = payloads.get(job.layer.file_tag, job.seq)
         if data is None:
             return None
         try:
@@ -45,20 +44,21 @@ def decode_frames_cpu(
             raise with_context(e, source, job) from None
 
     def run_all(
-        group: Sequence[FrameJob], index: ChunkIndex
+        group: Sequence[FrameJob], payloads: Payloads
     ) -> list[FrameHeader | None]:
-        return [run(job, index) for job in group]
+        return [run(job, payloads) for job in group]
 
     n_tasks = 1
     if out.size >= INLINE_PIXELS:
         n_tasks = min(len(jobs), TASKS_PER_WORKER * worker_count())
     with source.reading() as index:
+        payloads = source.prefetch(index, [(j.layer.file_tag, j.seq) for j in jobs])
         if n_tasks <= 1:
-            headers = run_all(jobs, index)
+            headers = run_all(jobs, payloads)
         else:
             bounds = [len(jobs) * i // n_tasks for i in range(n_tasks + 1)]
             futures = [
-                thread_pool().submit(run_all, jobs[lo:hi], index)
+                thread_pool().submit(run_all, jobs[lo:hi], payloads)
                 for lo, hi in itertools.pairwise(bounds)
             ]
             wait(futures)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..._decode.frame import FrameHeader, parse_payload
-from ..._decode.mask_source import MaskSource
+from ..._decode.mask_source import MaskSource, Payloads
 from ..._decode.plan import FrameJob, warn_versions, with_context
 from ..._decode.pool import thread_pool
 from ..._errors import DecodeError
@@ -39,9 +39,16 @@ def parse_frame(
     job: FrameJob,
     frame_shape: tuple[int, int],
     frame_base: int,
+    payloads: Payloads | None = None,
 ) -> FrameRuns | None:
-    """Inflate and parse one frame into its own (starts, lengths, values) arrays."""
-    data = source.payload(index, job.layer.file_tag, job.seq)
+    """Inflate and parse one frame into its own (starts, lengths, values) arrays.
+
+    The payload comes from ``payloads`` (a batch fetched together) when given.
+    """
+    if payloads is not None:
+        data = payloads.get(job.layer.file_tag, job.seq)
+    else:
+        data = source.payload(index, job.layer.file_tag, job.seq)
     if data is None:
         return None
     try:
@@ -97,6 +104,11 @@ def decode_frames_cuda(
     with source.reading() as index:
 
         def submit(batch: list[int]) -> list[Future]:
+            # One request for the batch's payloads (remote files), made by the
+            # first pool thread that needs one of them.
+            payloads = source.prefetch(
+                index, [(jobs[i].layer.file_tag, jobs[i].seq) for i in batch]
+            )
             return [
                 pool.submit(
                     parse_frame,
@@ -105,6 +117,7 @@ def decode_frames_cuda(
                     jobs[i],
                     frame_shape,
                     jobs[i].slot * frame_pixels,
+                    payloads,
                 )
                 for i in batch
             ]
