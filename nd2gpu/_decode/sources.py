@@ -255,11 +255,23 @@ def _import_fsspec() -> Any:
 
 
 def remote_error(name: str, what: str, exc: BaseException) -> OSError:
-    """One ``OSError`` naming the URL, for any failure of a remote read."""
-    kind = FileNotFoundError if isinstance(exc, FileNotFoundError) else OSError
-    detail = str(exc) or type(exc).__name__
-    if type(exc).__name__ not in detail:
-        detail = f"{type(exc).__name__}: {detail}"
+    """One ``OSError`` naming the URL, for any failure of a remote read.
+
+    The HTTP client's own exception chain is summed up in the message (its root
+    cause: refused connection, HTTP status, payload cut off): one error, not a
+    chain of tracebacks.
+    """
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    status = getattr(root, "status", None)
+    missing = status == 404 or (isinstance(exc, FileNotFoundError) and root is exc)
+    kind = FileNotFoundError if missing else OSError
+    detail = str(root) or type(root).__name__
+    if root is exc and isinstance(exc, FileNotFoundError):
+        detail = "not found"
+    elif type(root).__name__ not in detail:
+        detail = f"{type(root).__name__}: {detail}"
     return kind(f"cannot read {what} of {name}: {detail}")
 
 
