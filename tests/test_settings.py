@@ -36,7 +36,8 @@ def test_num_threads_default_is_the_usable_cpus(monkeypatch):
 def test_num_threads_from_the_environment(monkeypatch, fresh_pool, text, value):
     monkeypatch.setenv("ND2GPU_NUM_THREADS", text)
     assert _settings.num_threads() == value
-    assert decode_pool.thread_pool()._max_workers == value
+    decode_pool.thread_pool()
+    assert decode_pool.worker_count() == value
 
 
 @pytest.mark.parametrize("text", ["abc", "0", "-2", "1.5", "4 threads"])

@@ -365,3 +365,28 @@ def test_decode_into_a_device_buffer(sample):
         np.testing.assert_array_equal(to_host(buf), expected[0][[1, 0]])
         with pytest.raises(TypeError, match="NumPy array for device 'cpu'"):
             layer.decode([1, 0], "cpu", out=buf)
+
+
+@pytest.mark.parametrize("frame_shape", [(5, 7), (1024, 1024)])  # inline, pool
+def test_reused_buffer_is_cleared_where_frames_have_no_mask(
+    make_nd2, tmp_path, frame_shape
+):
+    from nd2_surgery import rewrite
+
+    path, labels = make_nd2(loops=(("T", 4),), layers=("a",), frame_shape=frame_shape)
+    tag = b"CustomDataSeq|RleZipBinarySequence_1_v1|"
+    edited = rewrite(
+        path,
+        tmp_path / "holes.nd2",
+        lambda n, d: None if n == tag + b"0!" else d[:4] if n == tag + b"1!" else d,
+    )
+    expected = labels["a"].copy()
+    expected[:2] = 0  # no chunk, and a chunk without a mask
+    with nd2gpu.ND2File(edited) as f:
+        layer = f.binary_data[0]
+        buf = np.full((5, *frame_shape), 0xFFFF, np.uint16)
+        layer.decode([0, 1, 2, 3, 0], out=buf)
+        np.testing.assert_array_equal(buf, expected[[0, 1, 2, 3, 0]])
+        buf.fill(0xFFFF)
+        layer.decode([3, 3, 1, 2, 1], out=buf)  # repeats: one job per slot still
+        np.testing.assert_array_equal(buf, expected[[3, 3, 1, 2, 1]])

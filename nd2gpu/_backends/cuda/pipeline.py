@@ -23,6 +23,7 @@ from ..._errors import DecodeError
 from ..._format.chunk_index import ChunkIndex
 from ...kernels._overlap_kernels import make_non_overlapping
 from ...kernels._run_table import RunTable
+from .arrays import clear
 from .expander import shared_expander
 
 #: A batch holds at most this many frames: bounded host and device staging
@@ -86,13 +87,16 @@ def assemble(
 
 
 def decode_frames_cuda(
-    source: MaskSource, jobs: Sequence[FrameJob], d_out: Any
+    source: MaskSource, jobs: Sequence[FrameJob], d_out: Any, *, zero: bool = False
 ) -> None:
-    """Decode ``jobs`` into the zeroed ``(slots, Y, X)`` uint16 device block ``d_out``.
+    """Decode ``jobs`` into the zeroed ``(slots, Y, X)`` uint16 device block ``d_out``
+    (zeroed here first when ``zero``).
 
     Frames are inflated and parsed by the decode pool a batch at a time; while
     one batch expands on the GPU the next is parsed.
     """
+    if zero:
+        clear(d_out)
     shape = d_out.shape
     frame_shape = (shape[1], shape[2])
     frame_pixels = shape[1] * shape[2]
