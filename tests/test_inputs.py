@@ -336,3 +336,20 @@ def test_short_reads_are_errors(sample):
     assert source.read_many([(0, 4), (8, 12)]) == [data[0:4], data[8:12]]
     with pytest.raises(OSError, match="read 0 of 10 bytes"):
         source.read(len(data), len(data) + 10)
+
+
+def test_remote_layers_decode_after_close(sample, url):
+    _, expected = sample
+    with nd2gpu.ND2File(url) as f:
+        layers = f.binary_data
+    np.testing.assert_array_equal(np.asarray(layers), expected)
+    np.testing.assert_array_equal(layers[1][5], expected[1].reshape(6, *FRAME)[5])
+
+
+def test_dask_of_a_file_object_in_this_process(sample):
+    path, expected = sample
+    with nd2gpu.ND2File(io.BytesIO(path.read_bytes())) as f:
+        x = f.binary_data.to_dask(frames_per_chunk=2)
+        np.testing.assert_array_equal(x.compute(scheduler="threads"), expected)
+        with pytest.raises(TypeError, match="unnamed file object"):
+            pickle.dumps(x)

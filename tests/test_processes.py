@@ -232,3 +232,36 @@ def test_forked_child_uses_the_parents_objects(big, http, where):
         child.join(timeout=CHILD_TIMEOUT)
     assert child.exitcode == 0
     assert got == expected.tobytes()
+
+
+class MaskFrames:
+    """docs/loaders.md's dataset, without torch: what DataLoader workers call."""
+
+    def __init__(self, path: Any, layer: int = 0) -> None:
+        with nd2gpu.ND2File(path) as f:
+            self.layer = f.binary_data[layer]
+
+    def __len__(self) -> int:
+        return len(self.layer)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.layer.decode(i).astype(np.int64)
+
+
+def _items(dataset: MaskFrames, indices: list[int]) -> list[np.ndarray]:
+    return [dataset[i] for i in indices]
+
+
+@pytest.mark.parametrize(
+    "method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)]
+)
+def test_loader_dataset_in_worker_processes(big, method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} here")
+    path, expected = big
+    dataset = MaskFrames(path, 1)
+    ctx = multiprocessing.get_context(method)
+    with ctx.Pool(2) as pool:
+        parts = pool.starmap(_items, [(dataset, [3, 0]), (dataset, [2, 1])])
+    got = np.stack([*parts[0], *parts[1]])
+    np.testing.assert_array_equal(got, expected[1].reshape(4, *FRAME)[[3, 0, 2, 1]])
