@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 import weakref
 from typing import Any
 
 import nd2
+from nd2._readers import ND2Reader
 
 from ._decode.mask_source import MaskSource
 from ._decode.sources import source_spec
@@ -136,6 +138,8 @@ class ND2File(nd2.ND2File):
 
     def open(self) -> None:
         """Open the file for reading (also reopens the binary layers' map)."""
+        if _READER not in self.__dict__:  # unpickled, not read since: open now
+            self.__dict__[_REOPEN_CLOSED] = False
         super().open()
         if self._mask_source is not None:
             self._mask_source.attach()
@@ -148,16 +152,71 @@ class ND2File(nd2.ND2File):
         """
         if getattr(self, "_mask_source", None) is not None:
             self._mask_source.detach()
+        if _READER not in self.__dict__:  # unpickled, never reopened
+            self.__dict__[_REOPEN_CLOSED] = True
+            return
         super().close()
 
-    # nd2's __getstate__ refuses an unnamed file object (TypeError) and pickles
-    # the instance's dict: with it the source spec (path or URL, storage
-    # options), the binary layers (their metadata) and the device request.
+    @property
+    def closed(self) -> bool:
+        """Whether the file is closed."""
+        if _READER not in self.__dict__:
+            return bool(self.__dict__.get(_REOPEN_CLOSED, False))
+        return super().closed
+
+    # nd2's reader of the file. An unpickled file makes it only when nd2's API
+    # first needs it: binary layers decode without it, so a worker process that
+    # only decodes never has nd2 open (or, for a URL, download) the file.
+    def _get_reader(self) -> Any:
+        try:
+            return self.__dict__[_READER]
+        except KeyError:
+            pass
+        with self.__dict__["_lock"]:
+            if _READER not in self.__dict__:
+                options = self.__dict__.get("_storage_options")
+                extra = () if options is None else (options,)
+                reader = ND2Reader.create(self._path, self._error_radius, *extra)
+                if self.__dict__.pop(_REOPEN_CLOSED, False):
+                    reader.close()
+                self.__dict__[_READER] = reader
+            return self.__dict__[_READER]
+
+    def _set_reader(self, reader: Any) -> None:
+        self.__dict__[_READER] = reader
+
+    _rdr = property(_get_reader, _set_reader)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # nd2's refuses an unnamed file object (TypeError) and pickles the
+        # instance's dict: with it the source spec (path or URL, storage
+        # options), the binary layers (their metadata) and the device request.
+        if _READER in self.__dict__:
+            return super().__getstate__()
+        state = self.__dict__.copy()  # unpickled and never reopened
+        state.pop("_lock", None)
+        state.pop("sizes", None)  # as nd2's: a mappingproxy does not pickle
+        state["_closed"] = state.pop(_REOPEN_CLOSED, False)
+        return state
 
     def __setstate__(self, d: dict[str, Any]) -> None:
-        super().__setstate__(d)
+        # As nd2's, but nd2's reader is made on first use (see _get_reader).
+        closed = d.pop("_closed", False)
+        self.__dict__ = d
+        self.__dict__[_REOPEN_CLOSED] = closed
+        self._lock = threading.RLock()
         source = self.__dict__.get("_mask_source")
         if source is not None:
             weakref.finalize(self, source.detach)
-            if self.closed:
+            if closed:
                 source.detach()
+
+    def __del__(self) -> None:
+        if _READER in self.__dict__:  # nd2's check that the file was closed
+            super().__del__()
+
+
+#: Where nd2's reader lives in an ND2File's dict (nd2's own attribute name).
+_READER = "_rdr"
+#: An unpickled file whose reader is not made yet: was it closed when pickled.
+_REOPEN_CLOSED = "_nd2gpu_reopen_closed"

@@ -353,3 +353,44 @@ def test_dask_of_a_file_object_in_this_process(sample):
         np.testing.assert_array_equal(x.compute(scheduler="threads"), expected)
         with pytest.raises(TypeError, match="unnamed file object"):
             pickle.dumps(x)
+
+
+def test_remote_frames_on_the_cuda_path(sample, url, server):
+    from kernel_cases import REAL_GPU, SIMULATOR
+
+    if not (SIMULATOR or REAL_GPU):
+        pytest.skip("no CUDA")
+    _, expected = sample
+    _, files = server
+    with nd2gpu.ND2File(url) as f:
+        layer = f.binary_data[0]
+        assert layer.frame_shape == FRAME
+        files.reset()
+        got = layer.decode([4, 5, 3], device="cuda")
+        assert len(files.gets()) == 1  # one request for the batch
+        np.testing.assert_array_equal(
+            got.get(), expected[0].reshape(6, *FRAME)[3:6][[1, 2, 0]]
+        )
+
+
+def test_a_failed_window_fails_every_frame_of_it(sample, url, server, monkeypatch):
+    """Pool threads waiting for a window that failed get its error, once fetched."""
+    from nd2gpu._decode import mask_source
+
+    _, files = server
+    monkeypatch.setattr(mask_source, "PREFETCH_FRAMES", 3)
+    with nd2gpu.ND2File(url) as f:
+        layer = f.binary_data[0]
+        assert layer.frame_shape == FRAME
+        with layer.source.reading() as index:
+            payloads = layer.source.prefetch(
+                index, [(layer.file_tag, s) for s in range(6)]
+            )
+            files.failures["/" + url.rsplit("/", 1)[1]] = "404"
+            files.reset()
+            for seq in (0, 1, 2):
+                with pytest.raises(FileNotFoundError, match=url):
+                    payloads.get(layer.file_tag, seq)
+            assert len(files.gets()) == 1  # fetched (and failed) once
+            del files.failures["/" + url.rsplit("/", 1)[1]]
+            assert payloads.get(layer.file_tag, 4) is not None  # the next window

@@ -265,3 +265,42 @@ def test_loader_dataset_in_worker_processes(big, method):
         parts = pool.starmap(_items, [(dataset, [3, 0]), (dataset, [2, 1])])
     got = np.stack([*parts[0], *parts[1]])
     np.testing.assert_array_equal(got, expected[1].reshape(4, *FRAME)[[3, 0, 2, 1]])
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_unpickled_file_opens_nd2s_reader_only_when_needed(big, http, closed):
+    url, files = http
+    path, expected = big
+    size = path.stat().st_size
+    f = nd2gpu.ND2File(url, device="cpu")
+    f.binary_data  # noqa: B018 - the layers' metadata travels with the file
+    if closed:
+        f.close()
+    data = pickle.dumps(f)
+    f.close()
+    files.reset()
+    clone = pickle.loads(data)
+    assert files.requests == [] and clone.closed is closed
+    assert pickle.loads(pickle.dumps(clone)).closed is closed  # still lazy
+    np.testing.assert_array_equal(clone.binary_data[0].asarray(), expected[0])
+    assert all(r.range and r.range[1] - r.range[0] < size for r in files.gets())
+    assert clone.closed is closed  # decoding did not open nd2's reader
+    files.reset()
+    with clone:  # nd2's API: its reader is made now
+        assert not clone.closed
+        assert clone.sizes == {"T": 2, "Z": 2, "Y": FRAME[0], "X": FRAME[1]}
+        np.testing.assert_array_equal(np.asarray(clone.binary_data), expected)
+    assert clone.closed
+    assert files.requests
+
+
+def test_unpickled_file_reads_nd2_metadata_when_asked(big):
+    path, _ = big
+    with nd2gpu.ND2File(path) as f:
+        clone = pickle.loads(pickle.dumps(f))
+        sizes = f.sizes
+    assert not clone.closed
+    assert clone.sizes == sizes  # makes nd2's reader, open as when pickled
+    assert not clone.closed
+    clone.close()
+    assert clone.closed
