@@ -394,3 +394,53 @@ def test_a_failed_window_fails_every_frame_of_it(sample, url, server, monkeypatc
             assert len(files.gets()) == 1  # fetched (and failed) once
             del files.failures["/" + url.rsplit("/", 1)[1]]
             assert payloads.get(layer.file_tag, 4) is not None  # the next window
+
+
+# --- ChunkIndex over a remote source: the same chunks, the same errors ----------
+
+
+def _remote_index(path: Path) -> ChunkIndex:
+    fs = fsspec.filesystem("memory")
+    name = f"/nd2gpu-index/{path.name}"
+    fs.pipe(name, path.read_bytes())
+    return ChunkIndex(_sources.FsspecSource("memory://" + name.lstrip("/"), {}))
+
+
+@pytest.mark.parametrize("speculative", [64 << 20, 100, 17])
+def test_remote_index_reads_what_the_local_one_does(sample, monkeypatch, speculative):
+    from nd2gpu._format import chunk_index
+
+    path, _ = sample
+    monkeypatch.setattr(chunk_index, "SPECULATIVE_CHUNK_BYTES", speculative)
+    with ChunkIndex(path) as local, _remote_index(path) as remote:
+        assert remote.source.remote and not local.source.remote
+        assert remote.offsets == local.offsets
+        names = sorted(local.offsets, key=local.offsets.get)
+        names.append(b"CustomDataSeq|nothing|0!")
+        assert remote.read_many(names) == [local.read(n) for n in names]
+        assert remote.read_many(names[::-1]) == [local.read(n) for n in names[::-1]]
+        assert remote.data_lengths(names) == [local.data_length(n) for n in names]
+        prefix = b"CustomDataSeq|RleZipBinarySequence_1_v1|"
+        assert remote.sequence_indices(prefix) == local.sequence_indices(prefix)
+        assert remote.sequence_indices(prefix) is remote.sequence_indices(prefix)
+
+
+def test_remote_index_raises_the_local_errors(make_nd2, tmp_path):
+    from nd2_surgery import chunk_offset
+
+    path, _ = make_nd2(loops=(("T", 2),), layers=("a",))
+    data = bytearray(path.read_bytes())
+    name = b"CustomDataSeq|RleZipBinarySequence_1_v1|0!"
+    offset = chunk_offset(path, name)
+    data[offset : offset + 4] = b"\0\0\0\0"  # no chunk header at the offset
+    bad = tmp_path / "magic.nd2"
+    bad.write_bytes(bytes(data))
+    with ChunkIndex(bad) as local, _remote_index(bad) as remote:
+        for index in (local, remote):
+            with pytest.raises(nd2gpu.DecodeError, match="no chunk header") as info:
+                index.read_many([name])
+            assert info.value.offset == offset
+    (tmp_path / "short.nd2").write_bytes(bytes(data[:30]))
+    for make in (ChunkIndex, _remote_index):
+        with pytest.raises(nd2gpu.DecodeError, match="too short"):
+            make(tmp_path / "short.nd2")
