@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="loader-cpu", help="results file name stem")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--note", default="", help="text appended to the .md")
     args = parser.parse_args(argv)
 
     threads = worker_count()
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
+    table = markdown(report) + (f"\n{args.note}\n" if args.note else "")
     (args.out / f"{args.tag}.md").write_text(table)
     print(table)
     return 0
