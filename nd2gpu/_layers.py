@@ -226,7 +226,7 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):  # type: ignore[misc]
 
     @property
     def path(self) -> str:
-        """The ND2 file this layer is read from."""
+        """The ND2 file this layer is read from: its path or URL."""
         return str(self._source.path)
 
     def __repr__(self) -> str:
@@ -421,7 +421,7 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):  # type: ignore[misc]
         if out is not None and device is None:
             # A CUDA array (not NumPy) goes to "cuda"; anything else is refused
             # by the CPU back end with a message naming what "out" must be.
-            on_gpu = hasattr(type(out), "__cuda_array_interface__")
+            on_gpu = hasattr(out, "__cuda_array_interface__")
             device = "cuda" if on_gpu and not isinstance(out, np.ndarray) else "cpu"
         jobs = []
         if frame_shape != (0, 0):

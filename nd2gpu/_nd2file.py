@@ -9,7 +9,6 @@ import weakref
 from typing import Any
 
 import nd2
-from nd2._readers import ND2Reader
 
 from ._decode.mask_source import MaskSource
 from ._decode.sources import source_spec
@@ -34,10 +33,10 @@ class ND2File(nd2.ND2File):
         (``http(s)://``, ``s3://``, ``memory://``, ...) is read through fsspec
         (``pip install "nd2gpu[remote]"``): the chunk map once, then only the
         byte ranges of the frames asked for, a batch at a time. An open binary
-        file object (``open(p, "rb")``, ``io.BytesIO``, an fsspec file) is read
-        with ``seek``/``read`` (a local file by name, an fsspec file by its
-        URL); an unnamed one cannot be pickled, and its layers decode only
-        while it is open.
+        file object is read as what it is: a local file (``open(p, "rb")``)
+        memory-mapped by name, an fsspec file by its URL, anything else
+        (``io.BytesIO``) with ``seek``/``read``; such an unnamed object cannot
+        be pickled, and its layers decode only while it is open.
     device : {"cpu", "cuda", "auto"}, optional
         Where binary layers are decoded by default. None (the default) and "cpu"
         give NumPy arrays, exactly as nd2 does; "cuda" gives CuPy arrays decoded
@@ -50,6 +49,13 @@ class ND2File(nd2.ND2File):
     **nd2_kwargs
         Passed to ``nd2.ND2File`` (e.g. ``storage_options``, fsspec's options
         for URLs, also used by nd2gpu's own range reads).
+
+    Notes
+    -----
+    A file pickles as nd2's does, with its source (path, or URL and storage
+    options), its binary layers' metadata and its device request; where it is
+    unpickled, binary layers decode straight from the source, and nd2's own
+    reader is reopened only when nd2's API first needs it.
 
     Examples
     --------
@@ -174,6 +180,8 @@ class ND2File(nd2.ND2File):
             pass
         with self.__dict__["_lock"]:
             if _READER not in self.__dict__:
+                from nd2._readers import ND2Reader
+
                 options = self.__dict__.get("_storage_options")
                 extra = () if options is None else (options,)
                 reader = ND2Reader.create(self._path, self._error_radius, *extra)
