@@ -226,7 +226,7 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):  # type: ignore[misc]
 
     @property
     def path(self) -> str:
-        """The ND2 file this layer is read from."""
+        """The ND2 file this layer is read from: its path or URL."""
         return str(self._source.path)
 
     def __repr__(self) -> str:
@@ -326,16 +326,13 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):  # type: ignore[misc]
         frames are None in ``layer[i]`` and ``data``, and zeros in ``asarray()``.
         """
         with self._source.reading() as index:
-            return [
-                seq
-                for seq in self._source.frames(index, self.file_tag, len(self))
-                if self._source.has_mask(index, self.file_tag, seq)
-            ]
+            seqs = self._source.frames(index, self.file_tag, len(self))
+            return self._source.masked_frames(index, self.file_tag, seqs)
 
     def frames_with_chunk(self) -> list[int]:
         """Sequence indices that have a chunk (only they can hold a mask)."""
         with self._source.reading() as index:
-            return self._source.frames(index, self.file_tag, len(self))
+            return list(self._source.frames(index, self.file_tag, len(self)))
 
     def _decode(self, device: str, max_bytes: int | None = None) -> Array | None:
         frame_shape = self.frame_shape
@@ -422,13 +419,19 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):  # type: ignore[misc]
         seqs, single = frame_indices(frames, len(self))
         frame_shape = self.frame_shape
         if out is not None and device is None:
-            device = "cpu" if isinstance(out, np.ndarray) else "cuda"
-        present = set(self.frames_with_chunk()) if frame_shape != (0, 0) else set()
-        jobs = [
-            FrameJob(self._meta, seq, slot)
-            for slot, seq in enumerate(seqs)
-            if seq in present
-        ]
+            # A CUDA array (not NumPy) goes to "cuda"; anything else is refused
+            # by the CPU back end with a message naming what "out" must be.
+            on_gpu = hasattr(out, "__cuda_array_interface__")
+            device = "cuda" if on_gpu and not isinstance(out, np.ndarray) else "cpu"
+        jobs = []
+        if frame_shape != (0, 0):
+            tag = self.file_tag
+            with self._source.reading() as index:
+                jobs = [
+                    FrameJob(self._meta, seq, slot)
+                    for slot, seq in enumerate(seqs)
+                    if self._source.has_chunk(index, tag, seq)
+                ]
         shape = (len(seqs), *frame_shape)
         target = out
         if out is not None and single:

@@ -18,6 +18,7 @@ from pathlib import Path
 MAX_FRAME_PIXELS = (1 << 31) - 1
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_PROC_CGROUP = Path("/proc/self/cgroup")
 #: cgroup v1 writes "no limit" as a huge number (a page-rounded 2**63 - 1).
 _NO_LIMIT_ABOVE = 1 << 60
 
@@ -40,10 +41,22 @@ def _read_limit(path: Path) -> int | None:
     return value if 0 < value < _NO_LIMIT_ABOVE else None
 
 
-def _cgroup_limits(root: Path = _CGROUP_ROOT) -> list[int]:
-    """Memory limits of this process's cgroup and its ancestors (v2 and v1)."""
+def _cgroup_limits(
+    root: Path = _CGROUP_ROOT, membership: Path = _PROC_CGROUP
+) -> list[int]:
+    """Memory limits of this process's cgroup and its ancestors (v2 and v1).
+
+    Parameters
+    ----------
+    root : Path
+        Where the cgroup file systems are mounted (v2: ``memory.max`` files
+        under it; v1: ``memory/.../memory.limit_in_bytes``).
+    membership : Path
+        The process's cgroups, one ``id:controllers:path`` line each (an empty
+        controller list is the v2 hierarchy).
+    """
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = membership.read_text().splitlines()
     except OSError:
         return []
     limits = []
@@ -53,7 +66,9 @@ def _cgroup_limits(root: Path = _CGROUP_ROOT) -> list[int]:
             continue
         _, controllers, group = parts
         if controllers == "":  # cgroup v2: one unified hierarchy
-            base, name = root, "memory.max"
+            # Hybrid hosts mount v2 beside the v1 controllers, at unified/.
+            base = root / "unified" if (root / "unified").is_dir() else root
+            name = "memory.max"
         elif "memory" in controllers.split(","):
             base, name = root / "memory", "memory.limit_in_bytes"
         else:
@@ -69,16 +84,26 @@ def _cgroup_limits(root: Path = _CGROUP_ROOT) -> list[int]:
     return limits
 
 
-@functools.cache
-def physical_memory() -> int | None:
+def memory_limit(
+    root: Path = _CGROUP_ROOT, membership: Path = _PROC_CGROUP
+) -> int | None:
     """Bytes of memory this process may use: the machine's, or its cgroup limit.
 
-    Containers (Docker, Kubernetes) cap memory with cgroups; the smallest limit
-    of this process's cgroup and its ancestors counts, when it is below the
-    machine's memory. None when neither can be read.
+    Containers (Docker, Kubernetes) cap memory with cgroups (v1 or v2); the
+    smallest limit of this process's cgroup and its ancestors counts, when it is
+    below the machine's memory. None when neither can be read. ``root`` and
+    ``membership`` are where the cgroup mounts and ``/proc/self/cgroup`` are.
     """
-    candidates = [m for m in (_sysconf_memory(), *_cgroup_limits()) if m]
+    candidates = [
+        m for m in (_sysconf_memory(), *_cgroup_limits(root, membership)) if m
+    ]
     return min(candidates) if candidates else None
+
+
+@functools.cache
+def physical_memory() -> int | None:
+    """``memory_limit()`` of this process, read once."""
+    return memory_limit()
 
 
 def check_allocation(nbytes: int, max_bytes: int | None, what: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 import weakref
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import nd2
 
 from ._decode.mask_source import MaskSource
+from ._decode.sources import source_spec
 from ._device import DeviceRequest, check_request, resolve_device
 from ._format.container import BINARY_METADATA_CHUNK
 from ._format.layer_metadata import decode_layer_metadata
@@ -25,8 +27,16 @@ class ND2File(nd2.ND2File):
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The ND2 file (a local path: nd2gpu memory-maps it).
+    path : str, os.PathLike, URL or binary file object
+        The ND2 file: whatever ``nd2.ND2File`` accepts. A local path (or
+        ``file://`` URL) is memory-mapped. A URL of any other scheme
+        (``http(s)://``, ``s3://``, ``memory://``, ...) is read through fsspec
+        (``pip install "nd2gpu[remote]"``): the chunk map once, then only the
+        byte ranges of the frames asked for, a batch at a time. An open binary
+        file object is read as what it is: a local file (``open(p, "rb")``)
+        memory-mapped by name, an fsspec file by its URL, anything else
+        (``io.BytesIO``) with ``seek``/``read``; such an unnamed object cannot
+        be pickled, and its layers decode only while it is open.
     device : {"cpu", "cuda", "auto"}, optional
         Where binary layers are decoded by default. None (the default) and "cpu"
         give NumPy arrays, exactly as nd2 does; "cuda" gives CuPy arrays decoded
@@ -37,7 +47,15 @@ class ND2File(nd2.ND2File):
         ``cupy.asarray(layers)`` and ``torch.from_dlpack(layers)`` decode on the
         GPU where one is usable.
     **nd2_kwargs
-        Passed to ``nd2.ND2File``.
+        Passed to ``nd2.ND2File`` (e.g. ``storage_options``, fsspec's options
+        for URLs, also used by nd2gpu's own range reads).
+
+    Notes
+    -----
+    A file pickles as nd2's does, with its source (path, or URL and storage
+    options), its binary layers' metadata and its device request; where it is
+    unpickled, binary layers decode straight from the source, and nd2's own
+    reader is reopened only when nd2's API first needs it.
 
     Examples
     --------
@@ -49,17 +67,19 @@ class ND2File(nd2.ND2File):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Any,
         *,
         device: DeviceRequest | None = None,
         **nd2_kwargs: Any,
     ) -> None:
         check_request(device)
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(
-                f"nd2gpu.ND2File needs a local file path, not {type(path).__name__}"
-            )
         super().__init__(path, **nd2_kwargs)
+        options = nd2_kwargs.get("storage_options")
+        self._source_spec = source_spec(
+            path,
+            options,
+            lock=getattr(getattr(self, "_rdr", None), "_fh_lock", None),
+        )
         self._device_request = device
         self._mask_source: MaskSource | None = None
         self._binary_layers: BinaryLayers | None = None
@@ -87,7 +107,7 @@ class ND2File(nd2.ND2File):
 
     def _source(self) -> MaskSource:
         if self._mask_source is None:
-            self._mask_source = source = MaskSource(self.path)
+            self._mask_source = source = MaskSource(self._source_spec)
             # An unclosed file that is garbage-collected releases its map too.
             weakref.finalize(self, source.detach)
             if self.closed:
@@ -124,6 +144,8 @@ class ND2File(nd2.ND2File):
 
     def open(self) -> None:
         """Open the file for reading (also reopens the binary layers' map)."""
+        if _READER not in self.__dict__:  # unpickled, not read since: open now
+            self.__dict__[_REOPEN_CLOSED] = False
         super().open()
         if self._mask_source is not None:
             self._mask_source.attach()
@@ -136,16 +158,73 @@ class ND2File(nd2.ND2File):
         """
         if getattr(self, "_mask_source", None) is not None:
             self._mask_source.detach()
+        if _READER not in self.__dict__:  # unpickled, never reopened
+            self.__dict__[_REOPEN_CLOSED] = True
+            return
         super().close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether the file is closed."""
+        if _READER not in self.__dict__:
+            return bool(self.__dict__.get(_REOPEN_CLOSED, False))
+        return super().closed
+
+    # nd2's reader of the file. An unpickled file makes it only when nd2's API
+    # first needs it: binary layers decode without it, so a worker process that
+    # only decodes never has nd2 open (or, for a URL, download) the file.
+    def _get_reader(self) -> Any:
+        try:
+            return self.__dict__[_READER]
+        except KeyError:
+            pass
+        with self.__dict__["_lock"]:
+            if _READER not in self.__dict__:
+                from nd2._readers import ND2Reader
+
+                options = self.__dict__.get("_storage_options")
+                extra = () if options is None else (options,)
+                reader = ND2Reader.create(self._path, self._error_radius, *extra)
+                if self.__dict__.pop(_REOPEN_CLOSED, False):
+                    reader.close()
+                self.__dict__[_READER] = reader
+            return self.__dict__[_READER]
+
+    def _set_reader(self, reader: Any) -> None:
+        self.__dict__[_READER] = reader
+
+    _rdr = property(_get_reader, _set_reader)
+
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for key in ("_mask_source", "_binary_layers", "_binary_loaded"):
-            state.pop(key, None)
+        # nd2's refuses an unnamed file object (TypeError) and pickles the
+        # instance's dict: with it the source spec (path or URL, storage
+        # options), the binary layers (their metadata) and the device request.
+        if _READER in self.__dict__:
+            return super().__getstate__()
+        state = self.__dict__.copy()  # unpickled and never reopened
+        state.pop("_lock", None)
+        state.pop("sizes", None)  # as nd2's: a mappingproxy does not pickle
+        state["_closed"] = state.pop(_REOPEN_CLOSED, False)
         return state
 
     def __setstate__(self, d: dict[str, Any]) -> None:
-        super().__setstate__(d)
-        self._mask_source = None
-        self._binary_layers = None
-        self._binary_loaded = False
+        # As nd2's, but nd2's reader is made on first use (see _get_reader).
+        closed = d.pop("_closed", False)
+        self.__dict__ = d
+        self.__dict__[_REOPEN_CLOSED] = closed
+        self._lock = threading.RLock()
+        source = self.__dict__.get("_mask_source")
+        if source is not None:
+            weakref.finalize(self, source.detach)
+            if closed:
+                source.detach()
+
+    def __del__(self) -> None:
+        if _READER in self.__dict__:  # nd2's check that the file was closed
+            super().__del__()
+
+
+#: Where nd2's reader lives in an ND2File's dict (nd2's own attribute name).
+_READER = "_rdr"
+#: An unpickled file whose reader is not made yet: was it closed when pickled.
+_REOPEN_CLOSED = "_nd2gpu_reopen_closed"

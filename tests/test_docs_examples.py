@@ -15,6 +15,7 @@ A block that needs what this machine may lack says so on the line before it::
 
     <!-- requires: cuda -->        a usable CUDA GPU (never numba's simulator)
     <!-- requires: torch, cuda -->  several; any other name is a Python module
+    <!-- requires: network -->      reads a remote file: never run by the tests
 
 Python blocks that import ``torch``, ``cupy`` or ``dask_cuda`` need those (and
 cupy/dask_cuda a GPU) even unmarked. A block whose needs are not met is left
@@ -114,6 +115,8 @@ def missing(requires: set[str]) -> list[str]:
         if name == "cuda":
             if not _real_gpu():
                 reasons.append("a CUDA GPU (none usable here)")
+        elif name == "network":
+            reasons.append("network access (remote examples are not run by tests)")
         elif importlib.util.find_spec(name) is None:
             reasons.append(f"{name} (not installed)")
     return reasons

@@ -35,9 +35,15 @@ class Backend(Protocol):
         """Zero ``out`` (a block that passed ``check_out``)."""
 
     def decode_frames(
-        self, source: MaskSource, jobs: Sequence[FrameJob], out: Any
+        self,
+        source: MaskSource,
+        jobs: Sequence[FrameJob],
+        out: Any,
+        *,
+        zero: bool = False,
     ) -> None:
-        """Decode ``jobs`` into the zeroed ``(slots, Y, X)`` block ``out``."""
+        """Decode ``jobs`` into the ``(slots, Y, X)`` block ``out``: zeroed, or
+        zeroed here first when ``zero`` (a caller's reused block)."""
 
     def meta(self, ndim: int) -> Any:
         """An empty uint16 array of the back end's array type (for dask)."""
@@ -90,7 +96,6 @@ def decode_block(
         block = impl.zeros(shape)
     else:
         impl.check_out(out, shape)
-        impl.clear(out)
         block = out
-    impl.decode_frames(source, jobs, block)
+    impl.decode_frames(source, jobs, block, zero=out is not None)
     return block

@@ -8,12 +8,12 @@ from concurrent.futures import wait
 
 import numpy as np
 
-from .._decode.frame import FrameHeader, decode_into
-from .._decode.mask_source import MaskSource
+from .._decode.frame import FrameHeader, parse_payload
+from .._decode.mask_source import MaskSource, Payloads
 from .._decode.plan import FrameJob, warn_versions, with_context
 from .._decode.pool import thread_pool, worker_count
 from .._errors import DecodeError
-from .._format.chunk_index import ChunkIndex
+from ..kernels import _parse_kernels as pk
 from .layout import check_layout
 
 #: A call whose output is smaller than this (pixels) decodes in the calling
@@ -24,41 +24,66 @@ TASKS_PER_WORKER = 4
 
 
 def decode_frames_cpu(
-    source: MaskSource, jobs: Sequence[FrameJob], out: np.ndarray
+    source: MaskSource,
+    jobs: Sequence[FrameJob],
+    out: np.ndarray,
+    *,
+    zero: bool = False,
 ) -> None:
-    """Decode ``jobs`` into the zeroed block ``out`` of shape ``(slots, Y, X)``.
+    """Decode ``jobs`` into the block ``out`` of shape ``(slots, Y, X)``.
 
-    Frames without a mask stay zero. Every frame must have the block's frame
-    shape. Frames are decoded in parallel, in contiguous groups (tiny blocks in
-    the calling thread); the first error (in job order) is raised as a
-    ``DecodeError`` naming the file, layer and frame.
+    ``out`` is zeroed, or with ``zero`` (a caller's reused block) each slot is
+    zeroed by the thread that decodes into it, just before it paints the runs:
+    the frame is then still in the cache when it is painted, and no separate
+    pass over the whole block is needed. Frames without a mask are zeros. Every
+    frame must have the block's frame shape. Frames are decoded in parallel, in
+    contiguous groups (tiny blocks in the calling thread); the first error (in
+    job order) is raised as a ``DecodeError`` naming the file, layer and frame.
     """
     frame_shape = out.shape[1:]
+    slots = [job.slot for job in jobs]
+    per_slot = zero and len(set(slots)) == len(slots)
+    if zero and not per_slot:  # several jobs paint one slot: clear it all first
+        clear(out)
+    elif per_slot and len(slots) < out.shape[0]:
+        taken = np.zeros(out.shape[0], bool)
+        taken[slots] = True
+        for slot in np.flatnonzero(~taken).tolist():
+            out[slot].fill(0)
 
-    def run(job: FrameJob, index: ChunkIndex) -> FrameHeader | None:
-        data = source.payload(index, job.layer.file_tag, job.seq)
+    def run(job: FrameJob, payloads: Payloads) -> FrameHeader | None:
+        data = payloads.get(job.layer.file_tag, job.seq)
+        frame = out[job.slot]
         if data is None:
+            if per_slot:
+                frame.fill(0)
             return None
         try:
-            return decode_into(data, out[job.slot], frame_shape)
+            header, buffers, n_runs = parse_payload(data, frame_shape)
         except DecodeError as e:
             raise with_context(e, source, job) from None
+        if per_slot:
+            frame.fill(0)
+        b = buffers
+        pk.fill_runs(frame.reshape(-1), b.starts, b.lengths, b.values, 0, n_runs)
+        return header
 
     def run_all(
-        group: Sequence[FrameJob], index: ChunkIndex
+        group: Sequence[FrameJob], payloads: Payloads
     ) -> list[FrameHeader | None]:
-        return [run(job, index) for job in group]
+        return [run(job, payloads) for job in group]
 
     n_tasks = 1
     if out.size >= INLINE_PIXELS:
         n_tasks = min(len(jobs), TASKS_PER_WORKER * worker_count())
     with source.reading() as index:
+        payloads = source.prefetch(index, [(j.layer.file_tag, j.seq) for j in jobs])
         if n_tasks <= 1:
-            headers = run_all(jobs, index)
+            headers = run_all(jobs, payloads)
         else:
             bounds = [len(jobs) * i // n_tasks for i in range(n_tasks + 1)]
             futures = [
-                thread_pool().submit(run_all, jobs[lo:hi], index)
+                thread_pool().submit(run_all, jobs[lo:hi], payloads)
                 for lo, hi in itertools.pairwise(bounds)
             ]
             wait(futures)

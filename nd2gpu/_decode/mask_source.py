@@ -6,9 +6,9 @@ import bisect
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from typing import Any
 
 from .._errors import DecodeError
 from .._format.chunk_index import ChunkIndex
@@ -16,8 +16,13 @@ from .._format.container import binary_frame_chunk_name
 from .._format.layer_metadata import LayerMeta
 from .._format.mask_stream import MASK_PREFIX_BYTES
 from .frame import parse_header
+from .sources import SourceSpec, source_spec
 
 _all_sources: weakref.WeakSet[MaskSource] = weakref.WeakSet()
+
+#: Remote sources: frames whose payloads are fetched together, in one coalesced,
+#: concurrent request (a decode call's frames in windows of this many).
+PREFETCH_FRAMES = 64
 
 
 def _reset_sources_in_child() -> None:
@@ -32,27 +37,40 @@ if hasattr(os, "register_at_fork"):
 class MaskSource:
     """Reads mask payloads of one ND2 file.
 
-    While the owning ``ND2File`` is open, reads go through its memory map. After it
-    is closed, each decode call reopens the file for its own duration and closes it
-    again, so arrays can still be built from layers handed out earlier, and no file
-    handle outlives ``close()``.
+    While the owning ``ND2File`` is open, reads go through one shared chunk
+    index (for a local file, its memory map). After it is closed, each decode
+    call of a local file reopens it for its own duration and closes it again,
+    so arrays can still be built from layers handed out earlier, and no file
+    handle outlives ``close()``; remote files keep their chunk map (they hold no
+    file handle).
+
+    Parameters
+    ----------
+    source : SourceSpec, str or os.PathLike
+        How to read the file (see ``nd2gpu._decode.sources.source_spec``); a
+        path is a local file.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, source: SourceSpec | str | os.PathLike[str]) -> None:
+        self.spec = source if isinstance(source, SourceSpec) else source_spec(source)
         self._index: ChunkIndex | None = None
         self._lock = threading.Lock()
-        self._stat: tuple[int, ...] | None = None
+        self._stat: tuple[Any, ...] | None = None
         self._transient = False
         #: Decode calls in flight on each shared index. An index closed while in
         #: use is released by the last of them.
         self._users: dict[ChunkIndex, int] = {}
         _all_sources.add(self)
 
+    @property
+    def path(self) -> str:
+        """The file as errors name it: its path or URL."""
+        return self.spec.name
+
     def _after_fork_in_child(self) -> None:
         # A lock held by a parent thread at the fork would never be released in
         # the child (the inherited index has locks too), and the parent's calls
-        # in flight are not the child's: the child maps the file afresh.
+        # in flight are not the child's: the child opens the file afresh.
         self._lock = threading.Lock()
         self._users = {}
         self._index = None
@@ -63,30 +81,30 @@ class MaskSource:
         return self._index
 
     def _open(self) -> ChunkIndex:
-        index = ChunkIndex(self.path)
-        st = index.stat
-        # The inode too: a file replaced by a rename (as write_nd2 does) may have
-        # the same size and, within the clock's granularity, the same mtime.
-        stat = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        source = self.spec.open()
+        stat = source.identity()
+        if self._stat is not None and stat != self._stat:
+            source.close()
+            where = "on disk " if self.spec.kind == "local" else ""
+            raise DecodeError(
+                f"file changed {where}since it was opened", path=self.path, where="file"
+            )
+        index = ChunkIndex(source)
         if self._stat is None:
             self._stat = stat
-        elif stat != self._stat:
-            index.close()
-            raise DecodeError(
-                "file changed on disk since it was opened", path=self.path, where="file"
-            )
         return index
 
     def __getstate__(self) -> dict[str, object]:
         # What identifies the file; maps and locks are made again where it lands.
-        return {"path": self.path, "stat": self._stat}
+        # A file object raises TypeError here (it cannot be reopened elsewhere).
+        return {"spec": self.spec, "stat": self._stat}
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc, arg-type]
-        self._stat = state["stat"]  # type: ignore[assignment]
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["spec"])  # type: ignore[misc]
+        self._stat = state["stat"]
 
     def close(self) -> None:
-        """Release the memory map (the source reopens on demand).
+        """Release the shared index (the source reopens on demand).
 
         Decode calls still reading it keep it until the last one is done.
         """
@@ -96,7 +114,10 @@ class MaskSource:
                 index.close()
 
     def detach(self) -> None:
-        """The owning file closed: release the map; later reads reopen briefly."""
+        """The owning file closed: release a local file's map; later reads reopen
+        it briefly. Other sources hold no file handle and stay as they are."""
+        if not self.spec.releasable:
+            return
         with self._lock:
             self._transient = True
         self.close()
@@ -136,11 +157,11 @@ class MaskSource:
                 elif index is not self._index:  # closed while in use
                     index.close()
 
-    def token(self) -> tuple[str, tuple[int, ...] | None]:
+    def token(self) -> tuple[Any, ...]:
         """What identifies the file's content (for dask's graph names)."""
         with self.reading():  # learns the file's identity on first use
             pass
-        return str(self.path.absolute()), self._stat
+        return (*self.spec.token(), self._stat)
 
     def frames(self, index: ChunkIndex, file_tag: str, n_frames: int) -> list[int]:
         """Sequence indices below ``n_frames`` that have a chunk, ascending.
@@ -151,16 +172,28 @@ class MaskSource:
         seqs = index.sequence_indices(prefix)
         return seqs[: bisect.bisect_left(seqs, n_frames)]
 
+    def has_chunk(self, index: ChunkIndex, file_tag: str, seq: int) -> bool:
+        """Whether frame ``seq`` (``>= 0``) has a chunk: one look-up in the map."""
+        return binary_frame_chunk_name(file_tag, seq) in index.offsets
+
     def payload(self, index: ChunkIndex, file_tag: str, seq: int) -> bytes | None:
         """The zlib stream of one frame, or None when the frame has no mask.
 
         As in the reference reader, a frame has no mask when its chunk is missing
         or holds nothing after the 4-byte prefix.
         """
-        data = index.read(binary_frame_chunk_name(file_tag, seq))
-        if data is None or len(data) <= MASK_PREFIX_BYTES:
-            return None
-        return data[MASK_PREFIX_BYTES:]
+        return _strip(index.read(binary_frame_chunk_name(file_tag, seq)))
+
+    def prefetch(
+        self, index: ChunkIndex, frames: Sequence[tuple[str, int]]
+    ) -> Payloads:
+        """The payloads of ``frames`` (``(file_tag, seq)`` pairs), for one call.
+
+        Local files are read frame by frame when asked for; remote ones in
+        windows of ``PREFETCH_FRAMES`` frames, each fetched in one coalesced,
+        concurrent request when one of its frames is first asked for.
+        """
+        return Payloads(self, index, frames)
 
     def has_mask(self, index: ChunkIndex, file_tag: str, seq: int) -> bool:
         """Whether frame ``seq`` has a mask (``payload`` would not be None).
@@ -169,6 +202,18 @@ class MaskSource:
         """
         length = index.data_length(binary_frame_chunk_name(file_tag, seq))
         return length is not None and length > MASK_PREFIX_BYTES
+
+    def masked_frames(
+        self, index: ChunkIndex, file_tag: str, seqs: Sequence[int]
+    ) -> list[int]:
+        """Those of ``seqs`` that have a mask (headers only, read at once)."""
+        names = [binary_frame_chunk_name(file_tag, seq) for seq in seqs]
+        lengths = index.data_lengths(names)
+        return [
+            seq
+            for seq, n in zip(seqs, lengths, strict=True)
+            if n is not None and n > MASK_PREFIX_BYTES
+        ]
 
     def frame_shape(self, layer: LayerMeta, n_frames: int) -> tuple[int, int]:
         """Shape of the layer's first frame that has a mask, ``(0, 0)`` if none.
@@ -192,3 +237,57 @@ class MaskSource:
                         path=self.path, layer=layer.name, frame=seq
                     ) from None
         return (0, 0)
+
+
+def _strip(data: bytes | None) -> bytes | None:
+    if data is None or len(data) <= MASK_PREFIX_BYTES:
+        return None
+    return data[MASK_PREFIX_BYTES:]
+
+
+class Payloads:
+    """The payloads of one decode call's frames (see ``MaskSource.prefetch``).
+
+    Thread-safe: pool threads ask for frames; the first to ask for a frame of a
+    remote window fetches the whole window while the others wait for it.
+    """
+
+    def __init__(
+        self, source: MaskSource, index: ChunkIndex, frames: Sequence[tuple[str, int]]
+    ) -> None:
+        self._source = source
+        self._index = index
+        self._remote = index.source.remote
+        if not self._remote:
+            return
+        keys = list(dict.fromkeys(frames))
+        self._window_of = {key: i // PREFETCH_FRAMES for i, key in enumerate(keys)}
+        self._windows = [
+            keys[i : i + PREFETCH_FRAMES] for i in range(0, len(keys), PREFETCH_FRAMES)
+        ]
+        self._locks = [threading.Lock() for _ in self._windows]
+        self._fetched: dict[tuple[str, int], bytes | None] = {}
+        self._failed: list[BaseException | None] = [None] * len(self._windows)
+
+    def get(self, file_tag: str, seq: int) -> bytes | None:
+        """The zlib stream of frame ``seq`` of ``file_tag``, or None (no mask)."""
+        if not self._remote:
+            return self._source.payload(self._index, file_tag, seq)
+        key = (file_tag, seq)
+        w = self._window_of.get(key)
+        if w is None:  # not announced: read it alone
+            return self._source.payload(self._index, file_tag, seq)
+        with self._locks[w]:
+            if self._failed[w] is not None:
+                raise self._failed[w]
+            if key not in self._fetched:
+                window = self._windows[w]
+                names = [binary_frame_chunk_name(t, s) for t, s in window]
+                try:
+                    chunks = self._index.read_many(names)
+                except BaseException as e:
+                    self._failed[w] = e
+                    raise
+                for k, chunk in zip(window, chunks, strict=True):
+                    self._fetched[k] = _strip(chunk)
+        return self._fetched[key]

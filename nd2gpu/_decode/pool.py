@@ -9,20 +9,26 @@ from concurrent.futures import ThreadPoolExecutor
 from .._settings import num_threads
 
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _pool_lock = threading.Lock()
 
 
 def worker_count() -> int:
-    """Threads used to decode (``ND2GPU_NUM_THREADS`` or the usable CPUs)."""
-    return num_threads()
+    """Threads used to decode (``ND2GPU_NUM_THREADS`` or the usable CPUs).
+
+    The pool's size once it exists (read on every decode call: no look-up of
+    the environment or the CPU affinity then).
+    """
+    return _pool_size if _pool is not None else num_threads()
 
 
 def thread_pool() -> ThreadPoolExecutor:
     """The process-wide decode pool (created on first use)."""
-    global _pool
+    global _pool, _pool_size
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(worker_count(), thread_name_prefix="nd2gpu")
+            _pool_size = num_threads()
+            _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="nd2gpu")
         return _pool
 
 

@@ -1,12 +1,22 @@
-"""Raw chunk access: a memory-mapped ND2 file and its chunk map, read in one pass."""
+"""Raw chunk access: an ND2 file's chunk map, read once, and bounded chunk reads.
+
+The bytes come from a ``ByteSource`` (``nd2gpu._decode.sources``): a memory map
+of a local file, an open file object, or range requests through fsspec. For
+remote sources the chunk map costs one or two requests, and ``read_many`` fetches
+the chunks of a whole batch of frames in one coalesced, concurrent request.
+"""
 
 from __future__ import annotations
 
-import mmap
+import bisect
 import os
 import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from .._decode.sources import ByteSource, LocalFile
 from .._errors import DecodeError
 from .container import (
     CHUNK_HEADER,
@@ -20,18 +30,30 @@ from .container import (
 #: The largest chunk data length that is a valid size (``sys.maxsize`` on 64-bit
 #: platforms; nd2 cannot read a longer chunk either).
 MAX_CHUNK_BYTES = (1 << 63) - 1
+#: Remote sources: bytes read from the end of the file at once when it is opened
+#: (the chunk map usually lies there: one request instead of three).
+TAIL_PROBE_BYTES = 64 << 10
+#: Remote sources: the bytes read from the end are kept for later reads up to this.
+TAIL_KEEP_BYTES = 1 << 20
+#: Remote sources: the most bytes fetched for one chunk before its header is read
+#: (a chunk is fetched up to the next chunk's offset, its header, name and data at
+#: once; a longer one costs a second request).
+SPECULATIVE_CHUNK_BYTES = 64 << 20
+#: Remote sources: the data of this many chunks read last is kept (a frame's
+#: header is read for its shape, then the frame decoded: one request, not two).
+RECENT_CHUNKS = 16
 
 
 class ChunkIndex:
     """Map of chunk name to header offset for one ND2 file, with bounded reads.
 
-    The file is memory-mapped read-only; the chunk map at its end is parsed once,
-    when the index is made.
+    The chunk map at the file's end is parsed once, when the index is made.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The ND2 file.
+    source : ByteSource, str or os.PathLike
+        Where the bytes come from; a path is memory-mapped read-only. The index
+        owns the source and closes it.
 
     Raises
     ------
@@ -39,35 +61,45 @@ class ChunkIndex:
         If the chunk map is missing or corrupt.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        with open(self.path, "rb") as fh:
-            #: ``os.stat_result`` of the file that was mapped.
-            self.stat = os.fstat(fh.fileno())
-            self.size = self.stat.st_size
-            self._mm: mmap.mmap | None = (
-                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-                if self.size
-                else None
-            )
+    def __init__(self, source: ByteSource | str | os.PathLike[str]) -> None:
+        if isinstance(source, (str, os.PathLike)):
+            source = LocalFile(source)
+        self.source = source
+        #: What errors name (the local path, or the URL).
+        self.name = source.name
+        #: The local file's path (its name for other sources).
+        self.path: Path | str = getattr(source, "path", source.name)
+        #: ``os.stat_result`` of a local file when it was mapped (None elsewhere).
+        self.stat: os.stat_result | None = getattr(source, "stat", None)
+        self.size = source.size
+        self._tail: tuple[int, bytes] | None = None
+        self._seqs: dict[bytes, list[int]] = {}
+        self._recent: OrderedDict[int, bytes] = OrderedDict()
+        self._recent_lock = threading.Lock()
+        self._map_offset = self.size
         try:
-            self.offsets = self._read_chunk_map()
+            self.offsets, self._listed_sizes = self._read_chunk_map()
         except BaseException:
             self.close()
             raise
+        if self._tail is not None and len(self._tail[1]) > TAIL_KEEP_BYTES:
+            self._tail = None
+        # Where each chunk ends at the latest: the next chunk's start.
+        self._starts = sorted({*self.offsets.values(), self._map_offset})
+
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        """What changes when the file does (see ``ByteSource.identity``)."""
+        return self.source.identity()
 
     @property
     def closed(self) -> bool:
-        """Whether the memory map has been released."""
-        return self._mm is None
+        """Whether the source (e.g. the memory map) has been released."""
+        return self.source.closed
 
     def close(self) -> None:
-        """Release the memory map (idempotent)."""
-        with self._lock:
-            if self._mm is not None:
-                self._mm.close()
-                self._mm = None
+        """Release the source (idempotent)."""
+        self.source.close()
 
     def __enter__(self) -> ChunkIndex:
         return self
@@ -75,34 +107,40 @@ class ChunkIndex:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        mm = getattr(self, "_mm", None)
-        if mm is not None:
-            mm.close()
-
     def __contains__(self, name: bytes) -> bool:
         return name in self.offsets
 
     def _error(self, reason: str, offset: int) -> DecodeError:
-        return DecodeError(reason, path=self.path, offset=offset, where="file")
+        return DecodeError(reason, path=self.name, offset=offset, where="file")
 
     def _bytes(self, start: int, stop: int) -> bytes:
-        with self._lock:
-            if self._mm is None:
-                raise ValueError(f"ND2 file {str(self.path)!r} is closed")
-            return self._mm[start:stop]
+        """Bytes ``[start, stop)`` of the file, cut at its end."""
+        stop = min(stop, self.size)
+        start = min(start, stop)
+        if self._tail is not None and start >= self._tail[0]:
+            base, data = self._tail
+            return data[start - base : stop - base]
+        return self.source.read(start, stop)
 
-    def _read_chunk_map(self) -> dict[bytes, int]:
+    def _read_chunk_map(self) -> tuple[dict[bytes, int], dict[bytes, int]]:
         tail = CHUNKMAP_LOCATION.size
         if self.size < tail:
             raise self._error("file too short for an ND2 chunk map", 0)
+        if self.source.remote:
+            first = max(0, self.size - TAIL_PROBE_BYTES)
+            self._tail = (first, self.source.read(first, self.size))
         signature, location = CHUNKMAP_LOCATION.unpack(
             self._bytes(self.size - tail, self.size)
         )
         if signature != CHUNKMAP_SIGNATURE:
             raise self._error("no chunk-map signature at the end", self.size - tail)
+        if self._tail is not None and 0 <= location < self._tail[0]:
+            base, data = self._tail
+            self._tail = (location, self.source.read(location, base) + data)
+        self._map_offset = location
         data = self.chunk_data_at(location, expect_name=FILEMAP_SIGNATURE)
         offsets: dict[bytes, int] = {}
+        sizes: dict[bytes, int] = {}
         pos = 0
         while True:
             end = data.find(b"!", pos)
@@ -112,12 +150,13 @@ class ChunkIndex:
                 )
             name = data[pos : end + 1]
             if name == CHUNKMAP_SIGNATURE:
-                return offsets
+                return offsets, sizes
             entry_end = end + 1 + CHUNKMAP_ENTRY.size
             if entry_end > len(data):
                 raise self._error("chunk map entry is truncated", location + pos)
-            offset, _size = CHUNKMAP_ENTRY.unpack(data[end + 1 : entry_end])
+            offset, size = CHUNKMAP_ENTRY.unpack(data[end + 1 : entry_end])
             offsets[name] = offset
+            sizes[name] = size
             pos = entry_end
 
     def chunk_data_at(self, offset: int, expect_name: bytes | None = None) -> bytes:
@@ -135,32 +174,42 @@ class ChunkIndex:
         """
         return self._bytes(*self._data_range(offset, expect_name))
 
-    def _data_range(
-        self, offset: int, expect_name: bytes | None = None
-    ) -> tuple[int, int]:
-        """``(start, stop)`` in the file of the data of the chunk at ``offset``."""
-        header_end = offset + CHUNK_HEADER.size
-        if offset < 0 or header_end > self.size:
+    def _check_offset(self, offset: int) -> None:
+        if offset < 0 or offset + CHUNK_HEADER.size > self.size:
             raise self._error(
                 f"chunk offset {offset} is past the end of the file "
                 f"({self.size} bytes)",
                 offset,
             )
-        magic, name_len, data_len = CHUNK_HEADER.unpack(self._bytes(offset, header_end))
+
+    def _parse_header(self, offset: int, header: bytes) -> tuple[int, int, int]:
+        """``(name_len, data start, data stop)`` of the chunk at ``offset``."""
+        magic, name_len, data_len = CHUNK_HEADER.unpack(header[: CHUNK_HEADER.size])
         if magic != CHUNK_MAGIC:
             raise self._error(f"no chunk header at offset {offset}", offset)
         if data_len > MAX_CHUNK_BYTES:
             raise self._error(
                 f"chunk at offset {offset} claims {data_len} bytes of data", offset
             )
+        start = offset + CHUNK_HEADER.size + name_len
+        return name_len, min(start, self.size), min(start + data_len, self.size)
+
+    def _data_range(
+        self, offset: int, expect_name: bytes | None = None
+    ) -> tuple[int, int]:
+        """``(start, stop)`` in the file of the data of the chunk at ``offset``."""
+        self._check_offset(offset)
+        header_end = offset + CHUNK_HEADER.size
+        name_len, start, stop = self._parse_header(
+            offset, self._bytes(offset, header_end)
+        )
         if expect_name is not None:
             name = self._bytes(header_end, header_end + name_len)
             if not name.startswith(expect_name):
                 raise self._error(
                     f"expected chunk {expect_name!r} at offset {offset}", offset
                 )
-        start = header_end + name_len
-        return min(start, self.size), min(start + data_len, self.size)
+        return start, stop
 
     def data_length(self, name: bytes) -> int | None:
         """Bytes of data of the chunk ``name`` (cut at the end of the file), or None
@@ -171,21 +220,98 @@ class ChunkIndex:
         start, stop = self._data_range(offset)
         return stop - start
 
+    def data_lengths(self, names: Sequence[bytes]) -> list[int | None]:
+        """``data_length`` of every name; remote sources read the headers at once."""
+        if not self.source.remote:
+            return [self.data_length(name) for name in names]
+        offsets = sorted({o for n in names if (o := self.offsets.get(n)) is not None})
+        for offset in offsets:
+            self._check_offset(offset)
+        heads = self.source.read_many(
+            [(o, o + CHUNK_HEADER.size) for o in offsets], max_gap=0
+        )
+        lengths = {}
+        for offset, head in zip(offsets, heads, strict=True):
+            _, start, stop = self._parse_header(offset, head)
+            lengths[offset] = stop - start
+        return [
+            None if (o := self.offsets.get(name)) is None else lengths[o]
+            for name in names
+        ]
+
     def sequence_indices(self, prefix: bytes) -> list[int]:
         """Sorted ``seq`` of every listed chunk named ``prefix + str(seq) + "!"``.
 
-        Costs one pass over the chunk names, whatever number of frames the
-        experiment claims (a corrupt one may claim billions).
+        Costs one pass over the chunk names the first time a prefix is asked
+        for, whatever number of frames the experiment claims (a corrupt one may
+        claim billions); later calls reuse the answer (do not modify it).
         """
-        found = []
-        for name in self.offsets:
-            if name.startswith(prefix):
-                digits = name[len(prefix) : -1]
-                if digits.isdigit() and digits.decode() == str(int(digits)):
-                    found.append(int(digits))
-        return sorted(found)
+        found = self._seqs.get(prefix)
+        if found is None:
+            found = []
+            for name in self.offsets:
+                if name.startswith(prefix):
+                    digits = name[len(prefix) : -1]
+                    if digits.isdigit() and digits.decode() == str(int(digits)):
+                        found.append(int(digits))
+            found.sort()
+            self._seqs[prefix] = found
+        return found
 
     def read(self, name: bytes) -> bytes | None:
         """Data of the chunk called ``name``, or None if the map does not list it."""
+        if self.source.remote:
+            return self.read_many([name])[0]
         offset = self.offsets.get(name)
         return None if offset is None else self.chunk_data_at(offset)
+
+    def read_many(self, names: Sequence[bytes]) -> list[bytes | None]:
+        """``read`` of every name.
+
+        Remote sources fetch every chunk at once, from its header to the next
+        chunk's offset (one coalesced, concurrent request), and the rest of any
+        chunk longer than that in a second one.
+        """
+        if not self.source.remote:
+            return [self.read(name) for name in names]
+        chunks: dict[int, bytes] = {}
+        with self._recent_lock:
+            for n in names:
+                o = self.offsets.get(n)
+                if o is not None and o in self._recent:
+                    chunks[o] = self._recent[o]
+        offsets = sorted(
+            {o for n in names if (o := self.offsets.get(n)) is not None} - set(chunks)
+        )
+        spans = []
+        for offset in offsets:
+            self._check_offset(offset)
+            i = bisect.bisect_right(self._starts, offset)
+            end = self._starts[i] if i < len(self._starts) else self.size
+            end = min(end, offset + SPECULATIVE_CHUNK_BYTES, self.size)
+            spans.append((offset, max(end, offset + CHUNK_HEADER.size)))
+        first = self.source.read_many(spans)
+        ranges = {}
+        rest = []
+        for (offset, end), data in zip(spans, first, strict=True):
+            _, start, stop = self._parse_header(offset, data)
+            ranges[offset] = (start, stop, data)
+            if stop > end:
+                rest.append((max(start, end), stop))
+        more = dict(zip(rest, self.source.read_many(rest), strict=True))
+        for offset, (start, stop, data) in ranges.items():
+            end = offset + len(data)
+            piece = data[start - offset : stop - offset]
+            if stop > end:
+                piece += more[(max(start, end), stop)]
+            chunks[offset] = piece
+        with self._recent_lock:
+            for offset in offsets[-RECENT_CHUNKS:]:
+                self._recent[offset] = chunks[offset]
+                self._recent.move_to_end(offset)
+            while len(self._recent) > RECENT_CHUNKS:
+                self._recent.popitem(last=False)
+        return [
+            None if (o := self.offsets.get(name)) is None else chunks[o]
+            for name in names
+        ]

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from ..._decode.frame import FrameHeader, parse_payload
-from ..._decode.mask_source import MaskSource
+from ..._decode.mask_source import MaskSource, Payloads
 from ..._decode.plan import FrameJob, warn_versions, with_context
 from ..._decode.pool import thread_pool
 from ..._errors import DecodeError
 from ..._format.chunk_index import ChunkIndex
 from ...kernels._overlap_kernels import frame_has_overlap, resolve_later_wins
 from ...kernels._run_table import stage_runs
+from .arrays import clear
 from .expander import StagingBuffers, shared_expander
 
 #: A batch holds at most this many frames: bounded host and device staging
@@ -79,14 +80,19 @@ def parse_frame(
     job: FrameJob,
     frame_shape: tuple[int, int],
     frame_base: int,
+    payloads: Payloads | None = None,
 ) -> ParsedFrame | None:
     """Inflate and parse one frame into its own arrays, overlaps resolved.
 
+    The payload comes from ``payloads`` (a batch fetched together) when given.
     Runs that overlap within the frame (never seen in files NIS-Elements
     writes, but legal) are rewritten into non-overlapping runs, the later run
     winning, so the GPU may write them in any order.
     """
-    data = source.payload(index, job.layer.file_tag, job.seq)
+    if payloads is not None:
+        data = payloads.get(job.layer.file_tag, job.seq)
+    else:
+        data = source.payload(index, job.layer.file_tag, job.seq)
     if data is None:
         return None
     try:
@@ -149,15 +155,18 @@ def _stage_batch(
 
 
 def decode_frames_cuda(
-    source: MaskSource, jobs: Sequence[FrameJob], d_out: Any
+    source: MaskSource, jobs: Sequence[FrameJob], d_out: Any, *, zero: bool = False
 ) -> None:
-    """Decode ``jobs`` into the zeroed ``(slots, Y, X)`` uint16 device block ``d_out``.
+    """Decode ``jobs`` into the ``(slots, Y, X)`` uint16 device block ``d_out``:
+    zeroed, or zeroed here first when ``zero`` (a caller's reused block).
 
     Raises
     ------
     DecodeError
         The first corrupt frame in job order, naming file, layer and frame.
     """
+    if zero:
+        clear(d_out)
     shape = d_out.shape
     frame_shape = (int(shape[1]), int(shape[2]))
     frame_pixels = frame_shape[0] * frame_shape[1]
@@ -169,6 +178,11 @@ def decode_frames_cuda(
     with source.reading() as index:
 
         def submit(group: Sequence[FrameJob]) -> list[Future[ParsedFrame | None]]:
+            # One request for the batch's payloads (remote files), made by the
+            # first pool thread that needs one of them.
+            payloads = source.prefetch(
+                index, [(job.layer.file_tag, job.seq) for job in group]
+            )
             return [
                 pool.submit(
                     parse_frame,
@@ -177,6 +191,7 @@ def decode_frames_cuda(
                     job,
                     frame_shape,
                     job.slot * frame_pixels,
+                    payloads,
                 )
                 for job in group
             ]
