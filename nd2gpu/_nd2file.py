@@ -11,11 +11,11 @@ from typing import Any
 import nd2
 
 from ._decode.mask_source import MaskSource
-from ._decode.sources import source_spec
 from ._device import DeviceRequest, check_request, resolve_device
 from ._format.container import BINARY_METADATA_CHUNK
 from ._format.layer_metadata import decode_layer_metadata
 from ._layers import BinaryLayer, BinaryLayers
+from ._sources import source_spec
 
 
 class ND2File(nd2.ND2File):

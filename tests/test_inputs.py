@@ -24,10 +24,10 @@ from http_server import Files, closed_port, serving
 from test_nd2file import LAYER_ATTRS, assert_arrays_or_none_equal
 
 import nd2gpu
-from nd2gpu._decode import sources as _sources
+from nd2gpu import _sources
 from nd2gpu._decode.mask_source import MaskSource
-from nd2gpu._decode.sources import SourceSpec, coalesce, source_spec, split_blocks
 from nd2gpu._format.chunk_index import ChunkIndex
+from nd2gpu._sources import SourceSpec, coalesce, source_spec, split_blocks
 
 LOOPS = (("T", 3), ("Z", 2))
 FRAME = (48, 64)

@@ -15,8 +15,8 @@ from .._format.chunk_index import ChunkIndex
 from .._format.container import binary_frame_chunk_name
 from .._format.layer_metadata import LayerMeta
 from .._format.mask_stream import MASK_PREFIX_BYTES
+from .._sources import SourceSpec, source_spec
 from .frame import parse_header
-from .sources import SourceSpec, source_spec
 
 _all_sources: weakref.WeakSet[MaskSource] = weakref.WeakSet()
 
@@ -47,7 +47,7 @@ class MaskSource:
     Parameters
     ----------
     source : SourceSpec, str or os.PathLike
-        How to read the file (see ``nd2gpu._decode.sources.source_spec``); a
+        How to read the file (see ``nd2gpu._sources.source_spec``); a
         path is a local file.
     """
 

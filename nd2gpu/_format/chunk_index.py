@@ -1,6 +1,6 @@
 """Raw chunk access: an ND2 file's chunk map, read once, and bounded chunk reads.
 
-The bytes come from a ``ByteSource`` (``nd2gpu._decode.sources``): a memory map
+The bytes come from a ``ByteSource`` (``nd2gpu._sources``): a memory map
 of a local file, an open file object, or range requests through fsspec. For
 remote sources the chunk map costs one or two requests, and ``read_many`` fetches
 the chunks of a whole batch of frames in one coalesced, concurrent request.
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._decode.sources import ByteSource, LocalFile
 from .._errors import DecodeError
+from .._sources import ByteSource, LocalFile
 from .container import (
     CHUNK_HEADER,
     CHUNK_MAGIC,
