@@ -25,7 +25,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,46 +44,99 @@ __all__ = [
     "check_build",
     "find_ptxas",
     "parse_ptxas",
+    "ptxas_candidates",
     "run_builds",
 ]
 
 
-def find_ptxas() -> str:
-    """Path of ``ptxas``: NVIDIA's wheels first (``nvidia-cuda-nvcc``, found by
-    ``cuda.pathfinder``, which also looks at ``CUDA_PATH``/``CUDA_HOME``), then
-    ``PATH``, then ``$CUDA_HOME/bin`` and ``/usr/local/cuda/bin``.
+def _nvvm_library() -> str | None:
+    """Path of the libNVVM numba-cuda uses, if it can tell."""
+    try:
+        from numba.cuda.cudadrv.libs import get_cuda_paths
+
+        return str(get_cuda_paths()["nvvm"].info)
+    except Exception:
+        return None
+
+
+def ptxas_candidates() -> list[str]:
+    """Every ``ptxas`` to be found, in order of preference: the one of the CUDA
+    that holds numba-cuda's NVVM; NVIDIA's wheels (``nvidia-cuda-nvcc``, found
+    by ``cuda.pathfinder``, which also looks at ``CUDA_PATH``/``CUDA_HOME``);
+    ``PATH``; ``$CUDA_HOME/bin``, ``$CUDA_PATH/bin``; ``/usr/local/cuda*/bin``."""
+    found: list[str] = []
+    nvvm = _nvvm_library()
+    if nvvm:
+        found += [str(p / "bin" / "ptxas") for p in Path(nvvm).parents[:3]]
+    with contextlib.suppress(ImportError, AttributeError, RuntimeError):
+        from cuda.pathfinder import find_nvidia_binary_utility
+
+        found.append(str(find_nvidia_binary_utility("ptxas") or ""))
+    found.append(shutil.which("ptxas") or "")
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        root = os.environ.get(variable)
+        if root:
+            found.append(os.path.join(root, "bin", "ptxas"))
+    found.append("/usr/local/cuda/bin/ptxas")
+    found += sorted(
+        (str(p) for p in Path("/usr/local").glob("cuda-*/bin/ptxas")), reverse=True
+    )
+    unique: dict[str, str] = {}
+    for path in found:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values())
+
+
+def _release_tuple(release: str | None) -> tuple[int, ...]:
+    return tuple(int(n) for n in release.split(".")) if release else ()
+
+
+def ptxas_release(ptxas: str) -> str | None:
+    """The CUDA release of a ``ptxas`` ("13.5")."""
+    done = subprocess.run(
+        [ptxas, "--version"], capture_output=True, text=True, check=False
+    )
+    return tool_release(done.stdout)
+
+
+def find_ptxas(min_release: str | None = None) -> str:
+    """The preferred ``ptxas`` (see ``ptxas_candidates``) of CUDA ``min_release``
+    or later: a ptxas older than the NVVM that wrote the PTX rejects it.
 
     Raises
     ------
     FileNotFoundError
-        If there is none.
+        If there is no ptxas, or none recent enough.
     """
-    with contextlib.suppress(ImportError, AttributeError):
-        from cuda.pathfinder import find_nvidia_binary_utility
-
-        found = find_nvidia_binary_utility("ptxas")
-        if found:
-            return str(found)
-    found = shutil.which("ptxas")
-    if found:
-        return found
-    roots = (
-        os.environ.get("CUDA_HOME"),
-        os.environ.get("CUDA_PATH"),
-        "/usr/local/cuda",
-    )
-    for root in roots:
-        if root and os.access(os.path.join(root, "bin", "ptxas"), os.X_OK):
-            return os.path.join(root, "bin", "ptxas")
+    candidates = ptxas_candidates()
+    if not candidates:
+        raise FileNotFoundError(
+            "ptxas not found: install the test extra (nvidia-cuda-nvcc ships it), "
+            "put ptxas on PATH or set CUDA_HOME"
+        )
+    if min_release is None:
+        return candidates[0]
+    releases = {path: ptxas_release(path) for path in candidates}
+    for path, release in releases.items():
+        if _release_tuple(release) >= _release_tuple(min_release):
+            return path
     raise FileNotFoundError(
-        "ptxas not found: install the test extra (nvidia-cuda-nvcc ships it), put "
-        "ptxas on PATH or set CUDA_HOME"
+        f"no ptxas of CUDA {min_release} or later (the NVVM that wrote the PTX); "
+        f"found {releases}: install cuda-toolkit[nvcc]=={min_release}.* or set "
+        "CUDA_HOME to a newer CUDA"
     )
 
 
 def tool_release(text: str) -> str | None:
     """``"13.5"`` from a ``ptxas --version`` or a PTX header ("release 13.5")."""
     match = re.search(r"release (\d+\.\d+)", text)
+    return match.group(1) if match else None
+
+
+def ptx_target(ptx: str) -> str | None:
+    """The ``.target`` of a PTX module (``"sm_90"``)."""
+    match = re.search(r"^\.target\s+(\w+)", ptx, re.MULTILINE)
     return match.group(1) if match else None
 
 
@@ -285,50 +339,71 @@ def build(
 ) -> list[dict[str, Any]]:
     """Compile and assemble every kernel for every ``cc`` (in this process).
 
-    numba compiles one kernel at a time (its compiler lock); ptxas runs in
-    ``threads`` threads meanwhile. One report per (kernel, cc); a failure is
+    numba compiles one kernel at a time (its compiler lock); then ptxas (as
+    recent as the NVVM, see ``find_ptxas``) assembles them in ``threads``
+    threads. One report per (kernel, cc); a failure is
     reported (``"error"``), never raised, so that every target is tried.
     ``ir_check``: also look for narrowed integers (``narrowed_integers``; the
     typed IR is the same for every cc); None in the reports without it.
     """
-    ptxas = ptxas or find_ptxas()
-    version = subprocess.run(
-        [ptxas, "--version"], capture_output=True, text=True, check=False
-    ).stdout
     reports: list[dict[str, Any]] = []
-    jobs: list[tuple[dict[str, Any], Future | None]] = []
-    with ThreadPoolExecutor(threads) as pool:
-        for entry in entries:
-            narrowed: list[str] | str | None = None
+    jobs: list[tuple[dict[str, Any], str | None]] = []
+    for entry in entries:
+        narrowed: list[str] | str | None = None
+        try:
+            if ir_check:
+                narrowed = narrowed_integers(
+                    entry.python_function(), entry.argument_types()
+                )
+        except Exception as exc:
+            narrowed = f"{type(exc).__name__}: {exc}"
+        for cc in ccs:
+            report: dict[str, Any] = {
+                "kernel": entry.name,
+                "cc": f"{cc[0]}.{cc[1]}",
+                "narrowed_integers": narrowed,
+                "error": None,
+            }
+            start = time.perf_counter()
             try:
-                if ir_check:
-                    narrowed = narrowed_integers(
-                        entry.python_function(), entry.argument_types()
-                    )
+                ptx: str | None = compile_ptx(entry, cc)
             except Exception as exc:
-                narrowed = f"{type(exc).__name__}: {exc}"
-            for cc in ccs:
-                report: dict[str, Any] = {
-                    "kernel": entry.name,
-                    "cc": f"{cc[0]}.{cc[1]}",
-                    "ptxas": ptxas,
-                    "ptxas_release": tool_release(version),
-                    "narrowed_integers": narrowed,
-                    "error": None,
-                }
-                start = time.perf_counter()
-                try:
-                    ptx = compile_ptx(entry, cc)
-                except Exception as exc:
-                    report["error"] = f"NVVM: {type(exc).__name__}: {exc}"
-                    jobs.append((report, None))
-                    continue
-                report["compile_seconds"] = time.perf_counter() - start
-                report["nvvm_release"] = tool_release(ptx[:500])
-                arch = architecture(cc)
-                jobs.append((report, pool.submit(assemble, ptxas, ptx, arch)))
-        for report, future in jobs:
-            if future is not None:
+                report["error"] = f"NVVM: {type(exc).__name__}: {exc}"
+                jobs.append((report, None))
+                continue
+            report["compile_seconds"] = time.perf_counter() - start
+            report["nvvm_release"] = tool_release(ptx[:1000])
+            target = ptx_target(ptx)
+            if target != architecture(cc).sm:
+                # numba-cuda falls back to the closest architecture its CUDA
+                # supports: that is not a build for this one.
+                report["error"] = (
+                    f"NVVM (CUDA {report['nvvm_release']}) wrote PTX for {target}, "
+                    f"not {architecture(cc).sm}: this CUDA does not support it"
+                )
+                ptx = None
+            jobs.append((report, ptx))
+    # ptxas must be as recent as the NVVM that wrote the PTX.
+    releases = [r["nvvm_release"] for r, _ in jobs if r.get("nvvm_release")]
+    newest = max(releases, key=_release_tuple, default=None)
+    missing = ""
+    try:
+        ptxas = ptxas or find_ptxas(newest)
+        release = ptxas_release(ptxas)
+    except FileNotFoundError as exc:
+        ptxas, release, missing = None, None, str(exc)
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [
+            pool.submit(assemble, ptxas, ptx, architecture(_cc(report["cc"])))
+            if ptx is not None and ptxas is not None
+            else None
+            for report, ptx in jobs
+        ]
+        for (report, ptx), future in zip(jobs, futures, strict=True):
+            report.update(ptxas=ptxas, ptxas_release=release)
+            if ptx is not None and ptxas is None:
+                report["error"] = f"ptxas: {missing}"
+            elif future is not None:
                 try:
                     report.update(future.result())
                 except Exception as exc:
@@ -485,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
             ""
             if report.get("error")
             else f"{report['registers']} regs, {report['spill_stores']} spill bytes, "
-            f"{report['static_shared']} B static smem: "
+            f"{report['static_shared']} B static smem (NVVM "
+            f"{report['nvvm_release']}, ptxas {report['ptxas_release']}): "
         )
         print(f"{report['kernel']} sm_{report['cc'].replace('.', '')}: {usage}{status}")
     return 1 if failed else 0

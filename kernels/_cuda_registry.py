@@ -6,8 +6,10 @@ A kernel module provides, for each kernel:
 - the kernel's Python function, undecorated;
 - a signature constant: the exact numba types the launch code passes. The launch
   code compiles the function with it (``cuda.jit(SIGNATURE)(function)``, once, on
-  first launch), so a launch with other argument types fails on a GPU, and
-  ``check_arguments`` makes it fail under numba's simulator too;
+  first launch) and calls ``check_arguments(SIGNATURE.args, args)`` before every
+  launch, so that a launch with other argument types fails. (The compiled kernel
+  alone would not: numba-cuda's dispatcher for one signature marshals whatever
+  it is given by that signature, unchecked, and the simulator runs anything.)
 - a pure launch function ``launch(device, **problem)`` returning the launch
   configuration (an object with ``grid``, ``block`` and ``dynamic_shared`` in
   bytes; None when there is nothing to launch). ``device`` is anything with the
@@ -35,6 +37,7 @@ Nothing here imports ``numba.cuda`` at import time.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import operator
@@ -338,55 +341,85 @@ def launch_problems(
     return problems
 
 
-def _numba_types() -> ModuleType:
+class _Expected(NamedTuple):
+    """One parameter's type, in the terms ``check_arguments`` compares."""
+
+    text: str
+    dtype: Any  # a NumPy dtype for arrays, None for integers
+    ndim: int
+    c_layout: bool
+    low: int
+    high: int
+
+
+@functools.lru_cache(maxsize=64)
+def _expected(argument_types: tuple[Any, ...]) -> tuple[_Expected, ...]:
+    import numpy as np
     from numba.core import types
 
-    return types
+    out = []
+    for t in argument_types:
+        if isinstance(t, types.Array):
+            dtype = np.dtype(str(t.dtype))
+            out.append(_Expected(str(t), dtype, t.ndim, t.layout == "C", 0, 0))
+        elif isinstance(t, types.Integer):
+            bits = t.bitwidth
+            low, high = (
+                (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+                if t.signed
+                else (0, 2**bits - 1)
+            )
+            out.append(_Expected(str(t), None, 0, False, low, high))
+        else:
+            raise TypeError(f"cannot check arguments of type {t}")
+    return tuple(out)
+
+
+#: Signatures already translated for check_arguments (by identity: the same
+#: signature object is checked at every launch).
+_checked: dict[int, tuple[Sequence[Any], tuple[_Expected, ...]]] = {}
 
 
 def check_arguments(argument_types: Sequence[Any], args: Sequence[Any]) -> None:
-    """Raise ``TypeError`` unless ``args`` match the numba ``argument_types``.
-
-    What a GPU's specialized dispatcher enforces, for numba's simulator (which
-    runs any arguments): arrays of the same dtype, dimensions and C layout,
-    integers that fit the declared integer type.
+    """Raise ``TypeError`` unless ``args`` match the numba ``argument_types``:
+    arrays of the same dtype, dimensions and C layout, integers that fit the
+    declared integer type (a kernel compiled for a signature does not check).
     """
-    types = _numba_types()
-    if len(argument_types) != len(args):
-        raise TypeError(f"{len(args)} arguments for {len(argument_types)} parameters")
-    for i, (expected, arg) in enumerate(zip(argument_types, args, strict=True)):
-        if isinstance(expected, types.Array):
+    known = _checked.get(id(argument_types))
+    if known is None or known[0] is not argument_types:
+        known = _checked[id(argument_types)] = (
+            argument_types,
+            _expected(tuple(argument_types)),
+        )
+    expected = known[1]
+    if len(expected) != len(args):
+        raise TypeError(f"{len(args)} arguments for {len(expected)} parameters")
+    for i, (want, arg) in enumerate(zip(expected, args, strict=True)):
+        if want.dtype is not None:
             dtype = getattr(arg, "dtype", None)
+            if dtype != want.dtype:
+                raise TypeError(f"argument {i}: {dtype} array, expected {want.text}")
             ndim = getattr(arg, "ndim", None)
-            if dtype is None or str(dtype) != str(expected.dtype):
-                raise TypeError(f"argument {i}: {dtype} array, expected {expected}")
-            if ndim != expected.ndim:
-                raise TypeError(f"argument {i}: {ndim}-d array, expected {expected}")
-            if expected.layout == "C" and not _c_contiguous(arg):
-                raise TypeError(f"argument {i}: not C-contiguous, expected {expected}")
-        elif isinstance(expected, types.Integer):
+            if ndim != want.ndim:
+                raise TypeError(f"argument {i}: {ndim}-d array, expected {want.text}")
+            if want.c_layout and not _c_contiguous(arg):
+                raise TypeError(f"argument {i}: not C-contiguous, expected {want.text}")
+        else:
             try:
                 value = operator.index(arg)
             except TypeError:
                 raise TypeError(
-                    f"argument {i}: {type(arg).__name__}, expected {expected}"
+                    f"argument {i}: {type(arg).__name__}, expected {want.text}"
                 ) from None
-            lo, hi = (
-                (0, 2**expected.bitwidth - 1)
-                if not expected.signed
-                else (-(2 ** (expected.bitwidth - 1)), 2 ** (expected.bitwidth - 1) - 1)
-            )
-            if not lo <= value <= hi:
-                raise TypeError(f"argument {i}: {value} does not fit {expected}")
-        else:
-            raise TypeError(f"argument {i}: cannot check type {expected}")
+            if not want.low <= value <= want.high:
+                raise TypeError(f"argument {i}: {value} does not fit {want.text}")
 
 
 def _c_contiguous(arg: Any) -> bool:
     flags = getattr(arg, "flags", None)
-    if flags is not None and "C_CONTIGUOUS" in getattr(flags, "keys", lambda: ())():
-        return bool(flags["C_CONTIGUOUS"])
-    if flags is not None and hasattr(flags, "c_contiguous"):
+    if isinstance(flags, dict):  # numba device arrays
+        return bool(flags.get("C_CONTIGUOUS"))
+    if flags is not None and hasattr(flags, "c_contiguous"):  # NumPy, CuPy
         return bool(flags.c_contiguous)
     is_c = getattr(arg, "is_c_contiguous", None)
     return bool(is_c()) if callable(is_c) else False

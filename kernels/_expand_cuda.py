@@ -217,11 +217,9 @@ def expand_launch(
 
 
 @functools.cache
-def expand_kernel() -> tuple[Any, bool]:
-    """``_expand`` compiled for ``EXPAND_SIGNATURE`` (on first use), and whether it
-    is numba's simulator's kernel (which checks no argument types)."""
-    kernel = cuda.jit(EXPAND_SIGNATURE, cache=True)(_expand)
-    return kernel, "simulator" in type(kernel).__module__
+def expand_kernel() -> Any:
+    """``_expand`` compiled for ``EXPAND_SIGNATURE`` (on first use)."""
+    return cuda.jit(EXPAND_SIGNATURE, cache=True)(_expand)
 
 
 def expand_runs(
@@ -282,7 +280,6 @@ def expand_runs(
     )
     if launch is None:
         return
-    kernel, simulated = expand_kernel()
     args = (
         d_out_flat,
         d_starts,
@@ -293,7 +290,10 @@ def expand_runs(
         launch.items,
         launch.window,
     )
-    if simulated:
-        check_arguments(EXPAND_SIGNATURE.args, args)
+    # A kernel compiled for one signature launches with whatever it is given
+    # (numba-cuda marshals the arguments by the signature, unchecked; the
+    # simulator runs anything): check them here.
+    check_arguments(EXPAND_SIGNATURE.args, args)
     stream = 0 if stream is None else stream
+    kernel = expand_kernel()
     kernel[launch.grid, launch.block, stream, launch.dynamic_shared](*args)

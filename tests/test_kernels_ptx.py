@@ -176,7 +176,8 @@ CANARIES = textwrap.dedent(
     )
     arch = architecture((9, 0))
     ptx = _cuda_ptx.compile_ptx(KERNELS[0], arch.cc)
-    starved = _cuda_ptx.assemble(_cuda_ptx.find_ptxas(), ptx, arch, "-maxrregcount=16")
+    ptxas = _cuda_ptx.find_ptxas(_cuda_ptx.tool_release(ptx))
+    starved = _cuda_ptx.assemble(ptxas, ptx, arch, "-maxrregcount=16")
     print(json.dumps({"found": found, "clean": clean, "starved": starved}))
     """
 )
@@ -214,6 +215,48 @@ def test_ptxas_is_found():
     assert os.access(_cuda_ptx.find_ptxas(), os.X_OK)
 
 
+def test_a_ptxas_older_than_nvvm_is_not_used(monkeypatch):
+    monkeypatch.setattr(_cuda_ptx, "ptxas_candidates", lambda: ["/a/ptxas", "/b/ptxas"])
+    releases = {"/a/ptxas": "13.0", "/b/ptxas": "13.5"}
+    monkeypatch.setattr(_cuda_ptx, "ptxas_release", releases.get)
+    assert _cuda_ptx.find_ptxas("12.8") == "/a/ptxas"
+    assert _cuda_ptx.find_ptxas("13.2") == "/b/ptxas"
+    with pytest.raises(FileNotFoundError, match=r"no ptxas of CUDA 13\.9 or later"):
+        _cuda_ptx.find_ptxas("13.9")
+    monkeypatch.setattr(_cuda_ptx, "ptxas_candidates", lambda: [])
+    with pytest.raises(FileNotFoundError, match="ptxas not found"):
+        _cuda_ptx.find_ptxas()
+
+
+def test_ptx_headers_are_read():
+    header = "// Cuda compilation tools, release 13.5, V13.5.37\n.version 9.5\n"
+    assert _cuda_ptx.tool_release(header) == "13.5"
+    assert _cuda_ptx.ptx_target(header + ".target sm_120\n") == "sm_120"
+    assert _cuda_ptx.ptx_target(header) is None
+
+
+@pytest.mark.slow
+def test_a_build_for_another_architecture_fails_loudly():
+    """numba-cuda quietly compiles for the closest architecture its CUDA knows
+    (here forced with NUMBA_FORCE_CUDA_CC): that must fail the build, not pass
+    as a build for the one asked for."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "nd2gpu.kernels._cuda_ptx"),
+            *("--json", "--cc", "9.0", "--no-ir-check"),
+        ],
+        env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0", "NUMBA_FORCE_CUDA_CC": "8.0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (report,) = json.loads(done.stdout)
+    assert "wrote PTX for sm_80, not sm_90" in report["error"]
+    assert check_build(report) == [report["error"]]
+
+
 # --- a real GPU: the tables above against the device ----------------------------
 
 
@@ -245,7 +288,7 @@ def test_the_loaded_expansion_kernel_fits_two_blocks_per_sm():
     from nd2gpu.kernels import _expand_cuda
     from numba import cuda
 
-    kernel, _ = _expand_cuda.expand_kernel()
+    kernel = _expand_cuda.expand_kernel()
     registers = kernel.get_regs_per_thread()
     static = kernel.get_shared_mem_per_block()
     assert kernel.get_local_mem_per_thread() == 0

@@ -179,7 +179,7 @@ class CapturedLaunch:
 @pytest.fixture
 def captured(monkeypatch) -> CapturedLaunch:
     launch = CapturedLaunch()
-    monkeypatch.setattr(_expand_cuda, "expand_kernel", lambda: (launch, True))
+    monkeypatch.setattr(_expand_cuda, "expand_kernel", lambda: launch)
     return launch
 
 
