@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from numba import cuda, types
 
 from ._cuda_registry import (
+    INT32_MAX,
     INT64_MAX,
     MAX_GRID_X,
     MAX_THREADS_PER_BLOCK,
@@ -200,8 +201,8 @@ def expand_launch(
         raise ValueError("n_runs and total must fit in int64")
     if not 2 <= block <= MAX_THREADS_PER_BLOCK:
         raise ValueError(f"block must be in [2, {MAX_THREADS_PER_BLOCK}]")
-    if items < 1:
-        raise ValueError("items must be >= 1")
+    if not 1 <= items <= INT32_MAX:  # the kernel's tile, block * items, is int64
+        raise ValueError(f"items must be in [1, {INT32_MAX}]")
     tile = block * items
     window = min(tile, _MAX_WINDOW) if window is None else operator.index(window)
     if not 1 <= window <= MAX_WINDOW:

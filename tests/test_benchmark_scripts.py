@@ -60,7 +60,7 @@ def test_gpu_benchmark_dry_run(tmp_path):
     loops between events, the report."""
     done = run_script(
         "gpu_bench.py",
-        *("--dry-run", "--workloads", "cells,tiny,dense", "--out", str(tmp_path)),
+        *("--dry-run", "--frames", "1", "--launches", "1", "--out", str(tmp_path)),
         simulator="1",
     )
     assert done.returncode == 0, done.stderr

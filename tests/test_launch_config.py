@@ -128,6 +128,7 @@ def test_huge_inputs_loop_over_tiles_in_a_bounded_grid(total):
         ({"block": 1025}, "block must be in"),
         ({"block": 1}, "block must be in"),
         ({"items": 0}, "items must be"),
+        ({"items": 2**31}, "items must be"),
         ({"window": MAX_WINDOW + 1}, "window must be in"),
         ({"window": 0}, "window must be in"),
         ({"grid": 0}, "grid must be in"),
