@@ -7,15 +7,13 @@ For each workload it writes an ND2 file with ``nd2gpu.write_nd2`` and reports, p
 - ``cpu``: ``np.asarray(nd2gpu.ND2File(path, device="cpu").binary_data)``,
 - ``floor``: inflating every payload in the same thread pool with the same
   inflater, plus allocating and writing a zeroed output of the same size: what any
-  CPU decoder of these files must at least do,
-- on a GPU (``--devices cpu,cuda``): ``cuda``, file -> ``cupy.asarray(layers)``;
-  ``nd2+cupy``, nd2 then ``cupy.asarray``; and the expansion kernel's write
-  bandwidth against a device-to-device copy measured in the same run.
+  CPU decoder of these files must at least do.
+
+The GPU rows are gpu_bench.py's.
 
 Usage::
 
-    python benchmarks/bench.py                      # CPU, writes results/cpu-*.json/md
-    python benchmarks/bench.py --devices cpu,cuda   # also the GPU rows
+    python benchmarks/bench.py       # writes results/cpu.json and results/cpu.md
 """
 
 from __future__ import annotations
@@ -32,51 +30,16 @@ import nd2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from workloads import FRAME_SHAPE, frames
+from common import RESULTS, build, parse_shape, payloads, read_nd2, write_results
+from workloads import FRAME_SHAPE
 
 import nd2gpu
 from nd2gpu._decode import inflate as _inflate
 from nd2gpu._decode.pool import worker_count
-from nd2gpu._format.chunk_index import ChunkIndex
-from nd2gpu._format.container import binary_frame_chunk_name
-from nd2gpu._format.mask_stream import MASK_PREFIX_BYTES
 from nd2gpu.cli.timing import machine_description, median_seconds
 
-RESULTS = Path(__file__).parent / "results"
 
-
-def build(workdir: Path, name: str, n_frames: int) -> tuple[Path, dict]:
-    labels = frames(name, n_frames)
-    path = nd2gpu.write_nd2(
-        workdir / f"{name}.nd2", {name: labels}, loops=[("T", n_frames)]
-    )
-    left = np.pad(labels, ((0, 0), (0, 0), (1, 0)))[..., :-1]
-    runs = int(((labels != 0) & (labels != left)).sum())
-    rows = sum(
-        len(np.unique(np.nonzero(f)[0].astype(np.int64) * 65536 + f[f != 0]))
-        for f in labels
-    )
-    stats = {
-        "objects_per_frame": sum(len(np.unique(f)) - 1 for f in labels) // n_frames,
-        "rows_per_frame": rows // n_frames,
-        "runs_per_frame": runs // n_frames,
-        "file_bytes_per_frame": path.stat().st_size // n_frames,
-    }
-    return path, stats
-
-
-def payloads(path: Path) -> list[bytes]:
-    with nd2.ND2File(path) as f:
-        n = len(f.binary_data[0])
-        tag = f.binary_data[0].file_tag
-    with ChunkIndex(path) as index:
-        return [
-            index.read(binary_frame_chunk_name(tag, seq))[MASK_PREFIX_BYTES:]
-            for seq in range(n)
-        ]
-
-
-def floor_fn(path: Path) -> Callable[[], object]:
+def floor_fn(path: Path, shape: tuple[int, int]) -> Callable[[], object]:
     """Inflate every payload and write its zeroed output frame, frames in parallel.
 
     The same thread count and inflater as nd2gpu, and the same kind of output
@@ -86,7 +49,7 @@ def floor_fn(path: Path) -> Callable[[], object]:
     pool = ThreadPoolExecutor(worker_count())
 
     def run() -> None:
-        out = np.zeros((len(data), *FRAME_SHAPE), np.uint16)
+        out = np.zeros((len(data), *shape), np.uint16)
 
         def one(i: int) -> None:
             _inflate._zlib.decompress(data[i])
@@ -110,24 +73,19 @@ def bench_inflaters(path: Path, n_frames: int, repeats: int) -> dict[str, float]
     }
 
 
-def read_nd2(path: Path) -> np.ndarray:
-    with nd2.ND2File(path) as f:
-        return np.asarray(f.binary_data)
-
-
-def read_nd2gpu(path: Path, device: str):
-    with nd2gpu.ND2File(path, device=device) as f:
+def read_nd2gpu(path: Path) -> np.ndarray:
+    with nd2gpu.ND2File(path, device="cpu") as f:
         return f.binary_data.asarray()
 
 
-def bench_cpu(path: Path, n_frames: int, repeats: int) -> dict:
+def bench_cpu(path: Path, n_frames: int, repeats: int, shape: tuple[int, int]) -> dict:
     expected = read_nd2(path)
-    got = read_nd2gpu(path, "cpu")
+    got = read_nd2gpu(path)
     if not np.array_equal(expected, got):
         raise AssertionError(f"{path.name}: nd2gpu differs from nd2")
     nd2_s = median_seconds(lambda: read_nd2(path), max(1, repeats // 3))
-    cpu_s = median_seconds(lambda: read_nd2gpu(path, "cpu"), repeats)
-    floor_s = median_seconds(floor_fn(path), repeats)
+    cpu_s = median_seconds(lambda: read_nd2gpu(path), repeats)
+    floor_s = median_seconds(floor_fn(path, shape), repeats)
     ms = 1e3 / n_frames
     return {
         "nd2_ms": nd2_s * ms,
@@ -142,12 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=16, help="frames per workload")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--devices", default="cpu", help="cpu or cpu,cuda")
     parser.add_argument("--workloads", default="cells,tiny,dense")
-    parser.add_argument("--tag", default=None, help="results file name stem")
+    parser.add_argument(
+        "--shape",
+        type=parse_shape,
+        default=FRAME_SHAPE,
+        help="frame shape, e.g. 256x256 (default 2048x2048)",
+    )
+    parser.add_argument("--tag", default="cpu", help="results file name stem")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    devices = args.devices.split(",")
 
     report: dict = {
         "machine": machine_description(),
@@ -156,32 +118,25 @@ def main(argv: list[str] | None = None) -> int:
         "nd2_version": nd2.__version__,
         "nd2gpu_version": nd2gpu.__version__,
         "frames_per_workload": args.frames,
-        "frame_shape": list(FRAME_SHAPE),
+        "frame_shape": list(args.shape),
         "workloads": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.workloads.split(","):
-            path, stats = build(Path(tmp), name, args.frames)
-            row = {**stats, **bench_cpu(path, args.frames, args.repeats)}
+            path, _, stats = build(Path(tmp), name, args.frames, args.shape)
+            row = {**stats, **bench_cpu(path, args.frames, args.repeats, args.shape)}
             row.update(bench_inflaters(path, args.frames, args.repeats))
-            if "cuda" in devices:
-                from gpu_bench import bench_cuda
-
-                row.update(bench_cuda(path, args.frames, args.repeats))
             report["workloads"][name] = row
             print(f"{name}: {json.dumps(row)}", flush=True)
 
-    tag = args.tag or ("gpu" if "cuda" in devices else "cpu")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown_table(report, devices)
-    (args.out / f"{tag}.md").write_text(table)
+    table = markdown_table(report)
+    write_results(args.out, args.tag, report, table)
     print()
     print(table)
     return 0
 
 
-def markdown_table(report: dict, devices: list[str]) -> str:
+def markdown_table(report: dict) -> str:
     lines = [
         f"Machine: {report['machine']}; {report['threads']} decode threads; "
         f"inflater {report['inflater']}; nd2 {report['nd2_version']}; "
@@ -210,19 +165,6 @@ def markdown_table(report: dict, devices: list[str]) -> str:
     ]
     for name, r in report["workloads"].items():
         lines.append(f"| {name} | " + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
-    if "cuda" in devices:
-        lines += [
-            "",
-            "| workload | nd2+cupy ms/frame | file->cupy ms/frame | cuda vs nd2 "
-            "| kernel GB/s | d2d copy GB/s | kernel / copy |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, r in report["workloads"].items():
-            lines.append(
-                f"| {name} | {r['nd2_cupy_ms']:.2f} | {r['cuda_ms']:.3f} "
-                f"| {r['cuda_speedup_vs_nd2']:.0f}x | {r['kernel_gbps']:.0f} "
-                f"| {r['copy_gbps']:.0f} | {r['kernel_over_copy']:.2f} |"
-            )
     return "\n".join(lines) + "\n"
 
 

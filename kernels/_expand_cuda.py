@@ -22,19 +22,59 @@ written in no particular order.
 from __future__ import annotations
 
 import functools
-from typing import Any
+import operator
+from typing import Any, NamedTuple
 
 from numba import cuda, types
 
-__all__ = ["DEFAULT_BLOCK", "DEFAULT_ITEMS", "expand_runs"]
+from ._cuda_registry import (
+    INT32_MAX,
+    INT64_MAX,
+    MAX_GRID_X,
+    MAX_THREADS_PER_BLOCK,
+    SHARED_PER_BLOCK,
+    DeviceShape,
+    check_arguments,
+    current_device_shape,
+    resident_blocks,
+)
+
+__all__ = [
+    "DEFAULT_BLOCK",
+    "DEFAULT_ITEMS",
+    "EXPAND_SIGNATURE",
+    "ExpandLaunch",
+    "expand_kernel",
+    "expand_launch",
+    "expand_runs",
+]
 
 DEFAULT_BLOCK = 256
 #: Pixels per thread per tile; tile = DEFAULT_BLOCK * DEFAULT_ITEMS pixels.
 DEFAULT_ITEMS = 8
-_MAX_THREADS_PER_SM = 2048
 #: Default cap of the shared window, in runs (32 KiB, under the 48 KiB that
 #: dynamic shared memory gets without opting in).
 _MAX_WINDOW = 4096
+#: Bytes of shared memory per window entry (``prefix`` values are int64).
+WINDOW_ENTRY_BYTES = 8
+#: The largest window a launch can ask for: what fits the shared memory a block
+#: gets without opting in.
+MAX_WINDOW = SHARED_PER_BLOCK // WINDOW_ENTRY_BYTES
+
+#: The exact argument types ``expand_runs`` passes to ``_expand``: flat uint16
+#: output, int64 starts, uint16 values, int64 prefix (C-contiguous device arrays),
+#: then n_runs, total, items and window as int64. Sizes past 2**31 need the
+#: int64s.
+EXPAND_SIGNATURE = types.void(
+    types.uint16[::1],
+    types.int64[::1],
+    types.uint16[::1],
+    types.int64[::1],
+    types.int64,
+    types.int64,
+    types.int64,
+    types.int64,
+)
 
 
 @cuda.jit(device=True)
@@ -49,7 +89,6 @@ def _last_le(prefix: Any, p: int, lo: int, hi: int) -> int:
     return lo
 
 
-@cuda.jit(cache=True)
 def _expand(out, starts, values, prefix, n_runs, total, items, window):
     # Dynamic shared memory of `window` int64 entries (sized at launch).
     win = cuda.shared.array(0, types.int64)
@@ -111,12 +150,77 @@ def _expand(out, starts, values, prefix, n_runs, total, items, window):
         cuda.syncthreads()
 
 
+class ExpandLaunch(NamedTuple):
+    """Launch configuration of ``_expand``."""
+
+    grid: int
+    block: int
+    #: Dynamic shared memory, bytes: the window of ``prefix`` entries.
+    dynamic_shared: int
+    items: int
+    window: int
+
+
+def expand_launch(
+    device: DeviceShape,
+    n_runs: int,
+    total: int,
+    *,
+    block: int = DEFAULT_BLOCK,
+    items: int = DEFAULT_ITEMS,
+    grid: int | None = None,
+    window: int | None = None,
+) -> ExpandLaunch | None:
+    """The launch configuration ``expand_runs`` uses (pure: no GPU needed).
+
+    Parameters
+    ----------
+    device : DeviceShape
+        SM count and per-SM limits (``_cuda_registry.current_device_shape()`` on
+        a GPU, or an ``Architecture``).
+    n_runs, total : int
+        Runs and pixels of the table.
+    block, items, grid, window
+        As for ``expand_runs``.
+
+    Returns
+    -------
+    ExpandLaunch or None
+        None when there is nothing to expand.
+
+    Raises
+    ------
+    ValueError
+        If a launch parameter is outside what every target GPU allows.
+    """
+    n_runs, total = operator.index(n_runs), operator.index(total)
+    block, items = operator.index(block), operator.index(items)
+    if n_runs <= 0 or total <= 0:
+        return None
+    if total > INT64_MAX or n_runs > INT64_MAX:
+        raise ValueError("n_runs and total must fit in int64")
+    if not 2 <= block <= MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"block must be in [2, {MAX_THREADS_PER_BLOCK}]")
+    if not 1 <= items <= INT32_MAX:  # the kernel's tile, block * items, is int64
+        raise ValueError(f"items must be in [1, {INT32_MAX}]")
+    tile = block * items
+    window = min(tile, _MAX_WINDOW) if window is None else operator.index(window)
+    if not 1 <= window <= MAX_WINDOW:
+        raise ValueError(f"window must be in [1, {MAX_WINDOW}]")
+    if grid is None:
+        n_tiles = -(-total // tile)
+        grid = min(n_tiles, resident_blocks(device, block))
+    else:
+        grid = operator.index(grid)
+        if not 1 <= grid <= MAX_GRID_X:
+            raise ValueError(f"grid must be in [1, {MAX_GRID_X}]")
+    return ExpandLaunch(grid, block, WINDOW_ENTRY_BYTES * window, items, window)
+
+
 @functools.cache
-def _resident_blocks(block: int) -> int:
-    sm_count = getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", None)
-    if sm_count is None:  # the simulator: fewer blocks, fewer Python threads
-        return 2
-    return max(1, sm_count * max(1, _MAX_THREADS_PER_SM // block))
+def expand_kernel() -> Any:
+    """``_expand`` compiled for ``EXPAND_SIGNATURE`` (on first use)."""
+    return cuda.jit(EXPAND_SIGNATURE, cache=True)(_expand)
 
 
 def expand_runs(
@@ -150,7 +254,7 @@ def expand_runs(
     stream : numba stream, optional
         Stream to launch on; the default stream when None.
     block : int
-        Threads per block (>= 2).
+        Threads per block (2 to 1024).
     items : int
         Pixels per thread per tile.
     grid : int, optional
@@ -160,20 +264,37 @@ def expand_runs(
         ``min(block * items, 4096)``. A window of ``block * items`` holds all
         runs a tile touches; pixels of runs past a full window are found by a
         search in global memory.
+
+    Raises
+    ------
+    TypeError
+        If the arguments do not match ``EXPAND_SIGNATURE``.
     """
-    if n_runs <= 0 or total <= 0:
-        return
-    if block < 2 or items < 1:
-        raise ValueError("block must be >= 2 and items >= 1")
-    tile = block * items
-    window = min(tile, _MAX_WINDOW) if window is None else int(window)
-    if window < 1:
-        raise ValueError("window must be >= 1")
-    n_tiles = -(-total // tile)
-    if grid is None:
-        grid = min(n_tiles, _resident_blocks(block))
-    shared_bytes = 8 * window
-    launch = _expand[grid, block, 0 if stream is None else stream, shared_bytes]
-    launch(
-        d_out_flat, d_starts, d_values, d_prefix, int(n_runs), int(total), items, window
+    launch = expand_launch(
+        current_device_shape(),
+        n_runs,
+        total,
+        block=block,
+        items=items,
+        grid=grid,
+        window=window,
     )
+    if launch is None:
+        return
+    args = (
+        d_out_flat,
+        d_starts,
+        d_values,
+        d_prefix,
+        int(n_runs),
+        int(total),
+        launch.items,
+        launch.window,
+    )
+    # A kernel compiled for one signature launches with whatever it is given
+    # (numba-cuda marshals the arguments by the signature, unchecked; the
+    # simulator runs anything): check them here.
+    check_arguments(EXPAND_SIGNATURE.args, args)
+    stream = 0 if stream is None else stream
+    kernel = expand_kernel()
+    kernel[launch.grid, launch.block, stream, launch.dynamic_shared](*args)
