@@ -175,18 +175,26 @@ def launch_us(gpu: Gpu, fn: Callable[[], Any], launches: int) -> float:
 
 def run_table(path: Path, shape: tuple[int, int]) -> Any:
     """The run table of every frame of the file's first layer, as the CUDA
-    pipeline builds it (parsed frames assembled, overlaps resolved)."""
-    from nd2gpu._backends.cuda.pipeline import assemble
+    pipeline builds it (frames parsed, overlaps resolved, runs concatenated)."""
+    from nd2gpu.kernels._overlap_kernels import make_non_overlapping
+    from nd2gpu.kernels._run_table import RunTable
+
     from nd2gpu._decode.frame import parse_payload
 
     pixels = shape[0] * shape[1]
-    parsed = []
+    starts, lengths, values, bounds = [], [], [], []
+    n_runs = 0
     for seq, data in enumerate(payloads(path)):
-        header, buffers, n = parse_payload(data, shape, seq * pixels)
-        runs = (buffers.starts[:n], buffers.lengths[:n], buffers.values[:n])
-        parsed.append((*(a.copy() for a in runs), header, seq * pixels))
-    table, _ = assemble(parsed, pixels)
-    return table
+        _, buffers, n = parse_payload(data, shape, seq * pixels)
+        starts.append(buffers.starts[:n].copy())
+        lengths.append(buffers.lengths[:n].copy())
+        values.append(buffers.values[:n].copy())
+        bounds.append((n_runs, n_runs + n, seq * pixels))
+        n_runs += n
+    table = RunTable.from_runs(
+        np.concatenate(starts), np.concatenate(lengths), np.concatenate(values)
+    )
+    return make_non_overlapping(table, np.array(bounds, np.int64), pixels)
 
 
 def per_second(n_bytes: int, ms: float) -> float | None:
