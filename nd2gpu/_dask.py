@@ -116,13 +116,14 @@ def _build(
     name = "nd2gpu-masks-" + tokenize(
         first.source.token(), tags, dev, loop_chunks, frame_shape, stacked
     )
-    dsk: dict[tuple, tuple] = {}
+    dsk: dict[Any, Any] = {}
     tail = (0,) * len(frame_shape)
     for i, layer in enumerate(layers):
         head = (i,) if stacked else ()
         lead = (1,) if stacked else ()
         for index, seqs, loop_shape in blocks:
-            dsk[(name, *head, *index, *tail)] = (
+            key = (name, *head, *index, *tail)
+            dsk[key] = (
                 decode_block_task,
                 layer,
                 dev,

@@ -141,7 +141,7 @@ def _dlpack_attribute(block: Any, name: str) -> Any:
         ) from None
 
 
-class BinaryLayer(nd2.BinaryLayer, _GpuExport):  # type: ignore[misc]
+class BinaryLayer(nd2.BinaryLayer, _GpuExport):
     """One binary layer of an ND2 file: a lazy sequence of per-frame label images.
 
     An ``nd2.BinaryLayer`` (a ``list[numpy.ndarray | None]`` with metadata)
@@ -334,7 +334,9 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):  # type: ignore[misc]
         with self._source.reading() as index:
             return list(self._source.frames(index, self.file_tag, len(self)))
 
-    def _decode(self, device: str, max_bytes: int | None = None) -> Array | None:
+    def _decode(
+        self, device: DeviceRequest | None, max_bytes: int | None = None
+    ) -> Array | None:
         frame_shape = self.frame_shape
         if frame_shape == (0, 0):
             return None
@@ -499,6 +501,8 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
     ...     gpu = layers.asarray(device="cuda")  # CuPy
     """
 
+    _data: list[BinaryLayer]  # type: ignore[assignment]
+
     def __init__(self, layers: Sequence[BinaryLayer]) -> None:
         super().__init__(list(layers))
         self._init_export()
@@ -509,7 +513,9 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["layers"])  # type: ignore[misc]
 
-    @overload
+    # nd2's slice overload returns list[nd2.BinaryLayer]; ours holds only
+    # nd2gpu layers, and list is invariant.
+    @overload  # type: ignore[override]
     def __getitem__(self, key: int) -> BinaryLayer: ...
 
     @overload
@@ -521,7 +527,7 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
     def __iter__(self) -> Iterator[BinaryLayer]:
         return iter(self._data)
 
-    def asarray(  # type: ignore[override]
+    def asarray(
         self, device: DeviceRequest | None = None, *, max_bytes: int | None = None
     ) -> Array:
         """Stack every layer that has a mask into ``(n_layers, *coords, Y, X)``.

@@ -85,13 +85,18 @@ class ND2File(nd2.ND2File):
         self._binary_layers: BinaryLayers | None = None
         self._binary_loaded = False
 
+    def __enter__(self) -> ND2File:
+        """Open the file (if closed) for a ``with`` block; closed at its end."""
+        super().__enter__()
+        return self
+
     @property
     def device(self) -> str:
         """The resolved default device of this file: "cpu" or "cuda"."""
         return resolve_device(self._device_request)
 
     @property
-    def binary_data(self) -> BinaryLayers | None:  # type: ignore[override]
+    def binary_data(self) -> BinaryLayers | None:
         """The file's binary layers (lazy), or None if it has none.
 
         Returns
@@ -156,8 +161,9 @@ class ND2File(nd2.ND2File):
         Binary layers handed out earlier still decode afterwards: each call
         reopens the file for its own duration.
         """
-        if getattr(self, "_mask_source", None) is not None:
-            self._mask_source.detach()
+        source = getattr(self, "_mask_source", None)
+        if source is not None:
+            source.detach()
         if _READER not in self.__dict__:  # unpickled, never reopened
             self.__dict__[_REOPEN_CLOSED] = True
             return
@@ -184,6 +190,10 @@ class ND2File(nd2.ND2File):
 
                 options = self.__dict__.get("_storage_options")
                 extra = () if options is None else (options,)
+                if (
+                    self._path is None
+                ):  # pragma: no cover - unnamed objects refuse pickling
+                    raise TypeError("an ND2File of an unnamed file object")
                 reader = ND2Reader.create(self._path, self._error_radius, *extra)
                 if self.__dict__.pop(_REOPEN_CLOSED, False):
                     reader.close()

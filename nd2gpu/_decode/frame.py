@@ -84,6 +84,9 @@ class RunBuffers:
     """Growable run-table arrays (starts, lengths, values, prefix)."""
 
     def __init__(self, capacity: int = 0) -> None:
+        self._allocate(capacity)
+
+    def _allocate(self, capacity: int) -> None:
         self.starts = np.empty(capacity, np.int64)
         self.lengths = np.empty(capacity, np.int32)
         self.values = np.empty(capacity, np.uint16)
@@ -96,7 +99,7 @@ class RunBuffers:
     def reserve(self, capacity: int) -> None:
         """Make room for ``capacity`` runs (contents are not kept)."""
         if capacity > self.capacity:
-            self.__init__(max(capacity, 2 * self.capacity))
+            self._allocate(max(capacity, 2 * self.capacity))
 
 
 _scratch = threading.local()

@@ -278,8 +278,9 @@ class Payloads:
         if w is None:  # not announced: read it alone
             return self._source.payload(self._index, file_tag, seq)
         with self._locks[w]:
-            if self._failed[w] is not None:
-                raise self._failed[w]
+            failed = self._failed[w]
+            if failed is not None:
+                raise failed
             if key not in self._fetched:
                 window = self._windows[w]
                 names = [binary_frame_chunk_name(t, s) for t, s in window]

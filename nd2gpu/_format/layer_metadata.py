@@ -13,6 +13,9 @@ from .._errors import DecodeError
 # (which decodes only the BinaryMetadata_v1 chunk) succeeds. We therefore decode
 # that one chunk with the same variant decoders nd2's reader uses, and fall back
 # to the public ``custom_data`` if a future nd2 moves them.
+_Decoder = Callable[..., Any]
+json_from_clx_lite_variant: _Decoder | None
+json_from_clx_variant: _Decoder | None
 try:
     from nd2._parse._clx_lite import json_from_clx_lite_variant
     from nd2._parse._clx_xml import json_from_clx_variant

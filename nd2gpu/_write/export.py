@@ -62,7 +62,7 @@ def export_labels(
     *,
     fmt: str | None = None,
     batch_frames: int = DEFAULT_BATCH_FRAMES,
-    device: DeviceRequest = "cpu",
+    device: DeviceRequest | None = "cpu",
     overwrite: bool = False,
     position: int | None = None,
     chunks: Chunks = "auto",
@@ -160,7 +160,11 @@ def export_labels(
 def _layers_with_masks(
     f: ND2File, path: Path, note: Callable[[str], None] | None
 ) -> list[BinaryLayer]:
-    all_layers = f.layers() if isinstance(f, _ExportFile) else list(f.binary_data or [])
+    all_layers = (
+        f.layers()
+        if isinstance(f, _ExportFile)
+        else [layer for layer in f.binary_data or ()]
+    )
     if not all_layers:
         raise ValueError(f"{path}: the file has no binary layers")
     layers = []
@@ -182,7 +186,7 @@ def _export_tiff(
     overwrite: bool,
     split: bool,
     position: int | None,
-    device: DeviceRequest,
+    device: DeviceRequest | None,
     batch_frames: int,
     progress: ProgressFactory | None,
 ) -> str:

@@ -178,7 +178,7 @@ def write_nd2(
             out.add(
                 f"ImageDataSeq|{seq}!".encode(),
                 FRAME_TIMESTAMP.pack(times[seq]),
-                memoryview(frame).cast("B"),
+                frame.view(np.uint8).reshape(-1).data,
             )
         out.add(b"CustomData|AcqTimesCache!", times.astype("<f8").tobytes())
         out.add(BINARY_METADATA_CHUNK, binary_meta)
@@ -347,7 +347,7 @@ def _byte_bounds(arr: np.ndarray) -> tuple[int, int]:
     try:
         from numpy.lib.array_utils import byte_bounds
     except ImportError:  # numpy < 2
-        byte_bounds = np.byte_bounds
+        byte_bounds = getattr(np, "byte_bounds")  # noqa: B009 - gone in numpy 2
     lo, hi = byte_bounds(arr)
     return int(lo), int(hi)
 

@@ -149,9 +149,9 @@ def write_ome_tiff(
     series: Sequence[_Series],
     out: Path,
     *,
-    device: DeviceRequest,
+    device: DeviceRequest | None,
     batch_frames: int,
-    done: Callable[[int], None] | None = None,
+    done: Callable[[int], object] | None = None,
 ) -> None:
     """Write ``series`` to the new file ``out``, a batch of frames at a time."""
     tifffile = _tiff_module()
@@ -186,9 +186,9 @@ def write_ome_tiff(
 
 def _pages(
     s: _Series,
-    device: DeviceRequest,
+    device: DeviceRequest | None,
     batch_frames: int,
-    done: Callable[[int], None] | None,
+    done: Callable[[int], object] | None,
 ) -> Iterator[np.ndarray]:
     for layer in s.layers:
         yield from host_frames(layer, s.frames, batch_frames, device, done)

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -95,7 +95,7 @@ class _ExportFile(ND2File):
         if self._tick is None:
             return array
         plane = _image_plane_pixels(self.sizes)
-        return array.map_blocks(
+        return cast(Any, array).map_blocks(
             _counted(self._tick, plane, host=False), dtype=array.dtype
         )
 
@@ -144,7 +144,7 @@ def prepare_labels(
     f: _ExportFile,
     layers: Sequence[BinaryLayer],
     *,
-    device: DeviceRequest,
+    device: DeviceRequest | None,
     batch_frames: int,
     tick: Tick,
 ) -> list[_Label]:
@@ -160,6 +160,7 @@ def prepare_labels(
     out = []
     for layer in layers:
         array = layer.to_dask(device=device, frames_per_chunk=batch_frames)
+        assert array is not None  # only layers with a mask are exported
         # nd2's sizes leaves out loops of count 1; the layer keeps them.
         drop = tuple(
             0 if count == 1 else slice(None) for count in layer.coordinate_shape
@@ -185,7 +186,7 @@ def export_ome_zarr(
     layers: Sequence[BinaryLayer],
     out: Path,
     *,
-    device: DeviceRequest,
+    device: DeviceRequest | None,
     batch_frames: int,
     chunks: Chunks = "auto",
     position: int | None = None,
@@ -266,8 +267,8 @@ def export_ome_zarr(
                 out, chunk_shape=chunk_shape, backend="zarr", position=nd2_position
             )
             what = "image"
-    names = ", ".join(_nd2_label_paths(f._labels))
-    return f"OME-Zarr (NGFF 0.5) {what} with labels {names}"
+    label_paths = ", ".join(_nd2_label_paths(f._labels))
+    return f"OME-Zarr (NGFF 0.5) {what} with labels {label_paths}"
 
 
 def _nd2_label_paths(labels: Sequence[_Label]) -> list[str]:
@@ -311,10 +312,12 @@ def _write_positions(
         f.write_ome_zarr(
             out / str(p), chunk_shape=chunk_shape, backend="zarr", position=p
         )
-    layout = v05.Bf2Raw(bioformats2raw_layout=3)
+    layout = v05.Bf2Raw.model_validate({"bioformats2raw.layout": 3})
     series = v05.Series(series=[str(p) for p in positions])
     for path, model in ((out, layout), (out / "OME", series)):
-        attrs = {"ome": model.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        attrs: dict[str, Any] = {
+            "ome": model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        }
         zarr.open_group(str(path), mode="a", zarr_format=3, attributes=attrs)
     try:
         xml = f.ome_metadata(include_unstructured=False).to_xml()
@@ -383,24 +386,21 @@ def _write_labels_only(
             data = data[(slice(None),) * letters.index(POSITION) + (position,)]
         perm = [kept.index(k) for k in order] + [len(kept), len(kept) + 1]
         data = data.transpose(perm)
-        image = v05.LabelImage(
-            multiscales=[
-                v05.Multiscale(
-                    name=label.name,
-                    axes=[axis_models[k] for k in axes],
-                    datasets=[
-                        v05.Dataset(
-                            path="0",
-                            coordinateTransformations=[
-                                v05.ScaleTransformation(
-                                    scale=[scale_of[k] for k in axes]
-                                )
-                            ],
-                        )
+        multiscale = v05.Multiscale(
+            name=label.name,
+            axes=[axis_models[k] for k in axes],
+            datasets=[
+                v05.Dataset(
+                    path="0",
+                    coordinateTransformations=[
+                        v05.ScaleTransformation(scale=[scale_of[k] for k in axes])
                     ],
                 )
             ],
-            image_label=v05.ImageLabel(),
+        )
+        # "image-label" is not a Python name: the model takes it by alias.
+        image = v05.LabelImage.model_validate(
+            {"multiscales": [multiscale], "image-label": v05.ImageLabel()}
         )
         builder.write_label(name, image, data)
     return names

@@ -15,12 +15,12 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from .._backends import backend
-from .._device import cuda_status, simulator_active, to_numpy
+from .._device import Device, cuda_status, simulator_active, to_numpy
 from .._errors import DeviceUnavailableError
 from .._nd2file import ND2File
 from .common import (
@@ -35,7 +35,7 @@ from .timing import machine_description, median_seconds
 
 #: Frames smaller than this measure per-call overheads more than decoding.
 SMALL_FRAME_PIXELS = 512 * 512
-DEVICES = ("cpu", "cuda")
+DEVICES: tuple[Device, ...] = get_args(Device)
 NOT_ASKED = "not asked for (--device)"
 
 
@@ -71,11 +71,11 @@ def _stackable(shapes: list[tuple[int, ...]]) -> bool:
     return len(set(shapes)) == 1
 
 
-def nd2_run(path: Path) -> Callable[[], list[np.ndarray]]:
+def nd2_run(path: Path) -> Callable[[], list[np.ndarray | None]]:
     """Decode every layer with a fresh ``nd2.ND2File``, as nd2 users do."""
     import nd2
 
-    def run() -> list[np.ndarray]:
+    def run() -> list[np.ndarray | None]:
         with nd2.ND2File(path) as f:
             data = f.binary_data  # nd2 decodes every frame here
             if data is None:
@@ -88,7 +88,7 @@ def nd2_run(path: Path) -> Callable[[], list[np.ndarray]]:
     return run
 
 
-def nd2gpu_run(path: Path, device: str) -> Callable[[], list[Any]]:
+def nd2gpu_run(path: Path, device: Device) -> Callable[[], list[Any]]:
     """Decode every layer with a fresh ``nd2gpu.ND2File`` on ``device``."""
     sync = backend(device).synchronize
 
@@ -115,9 +115,11 @@ def _cuda_skip_reason() -> str | None:
     return None if ok else f"CUDA is not usable: {why}"
 
 
-def _check(name: str, got: list[Any], ref: list[np.ndarray]) -> None:
+def _check(name: str, got: list[Any], ref: list[np.ndarray | None]) -> None:
     if len(got) != len(ref) or any(
-        not np.array_equal(to_numpy(a), b) for a, b in zip(got, ref, strict=False)
+        (a is None) != (b is None)
+        or (b is not None and not np.array_equal(to_numpy(a), b))
+        for a, b in zip(got, ref, strict=False)
     ):
         raise CLIError(f"nd2gpu {name} does not give nd2's values on this file")
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._device import DEVICE_NAMES, DeviceRequest, check_request
 from .._errors import DeviceUnavailableError
 
 PROG = "nd2gpu"
@@ -76,7 +77,7 @@ def sample_path() -> Iterator[Path]:
         Valid inside the ``with`` block (extracted to a temporary file when the
         package is installed as a zip).
     """
-    ref = importlib.resources.files("nd2gpu").joinpath("data", SAMPLE)
+    ref = importlib.resources.files("nd2gpu") / "data" / SAMPLE
     with importlib.resources.as_file(ref) as path:
         yield Path(path)
 
@@ -178,3 +179,17 @@ def progress_factory(desc: str, unit: str, enabled: bool = True) -> Any:
 def note(text: str) -> None:
     """A line about something the command left out or chose, on stderr."""
     print(f"{PROG}: note: {text}", file=sys.stderr)
+
+
+def add_device_option(
+    parser: argparse.ArgumentParser, *, default: str, help: str
+) -> None:
+    """``--device {auto,cpu,cuda}``, parsed into a device request."""
+    parser.add_argument(
+        "--device", type=check_request, choices=DEVICE_NAMES, default=default, help=help
+    )
+
+
+def device_request(args: argparse.Namespace) -> DeviceRequest | None:
+    """The ``--device`` of a parsed command line."""
+    return check_request(args.device)

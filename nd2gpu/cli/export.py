@@ -11,7 +11,9 @@ from .._write.layer_frames import DEFAULT_BATCH_FRAMES
 from .common import (
     UsageError,
     add_common,
+    add_device_option,
     add_sample,
+    device_request,
     nonnegative_int,
     note,
     positive_int,
@@ -101,11 +103,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help=f"frames decoded at a time (default {DEFAULT_BATCH_FRAMES})",
     )
-    p.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where to decode (default: auto, the GPU when usable)",
+    add_device_option(
+        p, default="auto", help="where to decode (default: auto, the GPU when usable)"
     )
     add_common(p, quiet="no progress bar, notes or summary")
     p.set_defaults(func=run)
@@ -141,7 +140,7 @@ def _export(args: argparse.Namespace, path: Path, out: Path) -> int:
         out,
         fmt=kind,
         batch_frames=args.batch_frames,
-        device=args.device,
+        device=device_request(args),
         overwrite=args.overwrite,
         position=args.position,
         chunks=args.chunks,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._device import DeviceRequest
 from .._layers import BinaryLayer
 from .._nd2file import ND2File
 from .._write.layer_frames import (
@@ -33,7 +34,9 @@ from .common import (
     USER_ERRORS,
     CLIError,
     add_common,
+    add_device_option,
     add_sample,
+    device_request,
     error_line,
     input_paths,
     positive_int,
@@ -70,11 +73,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help=f"--objects: frames decoded at a time (default {DEFAULT_BATCH_FRAMES})",
     )
-    p.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="cpu",
-        help="--objects: where to decode (default: cpu)",
+    add_device_option(
+        p, default="cpu", help="--objects: where to decode (default: cpu)"
     )
     add_common(p, quiet="no progress bar")
     p.set_defaults(func=run)
@@ -86,7 +86,7 @@ def count_objects(
     frames: Sequence[int],
     *,
     batch_frames: int = DEFAULT_BATCH_FRAMES,
-    device: str = "cpu",
+    device: DeviceRequest | None = "cpu",
     done: Callable[[int], object] | None = None,
 ) -> list[int]:
     """The number of objects (distinct nonzero ids) in each of ``frames``.
@@ -106,7 +106,7 @@ def describe(
     *,
     objects: bool = False,
     batch_frames: int = DEFAULT_BATCH_FRAMES,
-    device: str = "cpu",
+    device: DeviceRequest | None = "cpu",
     progress: Any = None,
 ) -> dict[str, Any]:
     """What ``info`` reports about one file, as a JSON-ready dict."""
@@ -117,7 +117,7 @@ def describe(
             {"letter": letter, "type": loop.type, "count": loop.count}
             for letter, loop in zip(axis_letters(f), f.experiment, strict=True)
         ]
-        layers = list(f.binary_data or [])
+        layers = [layer for layer in f.binary_data or ()]
         info: dict[str, Any] = {
             "file": str(path),
             "size_bytes": path.stat().st_size,
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
                     path,
                     objects=args.objects,
                     batch_frames=args.batch_frames,
-                    device=args.device,
+                    device=device_request(args),
                     progress=progress_factory(
                         "info --objects", "frame", enabled=not args.quiet
                     ),
