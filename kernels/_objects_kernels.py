@@ -64,7 +64,9 @@ S_ERROR = 10  # status of an error found, waiting for the stream's length
 S_ERROR_WORD = 11
 S_ERROR_VALUE = 12
 S_ERROR_NEED = 13  # words the stream must hold for that error to stand
-STATE_SIZE = 14
+S_PREV_ROW = 14  # row and end of the current mask's last run (order check)
+S_PREV_END = 15
+STATE_SIZE = 16
 
 PHASE_HEADER = 0
 PHASE_MASK = 1
@@ -87,7 +89,11 @@ G_MIN_ROW = 3
 G_MAX_ROW = 4
 G_MIN_COL = 5
 G_MAX_COL = 6
-GEO_FIELDS = 7
+#: Per mask only: its first kept run, and 1 while its runs come sorted by
+#: (row, col) without overlapping each other.
+G_FIRST_RUN = 7
+G_ORDERED = 8
+GEO_FIELDS = 9
 #: Per-mask intensity: ``val[m, k]`` (int64 for integer images, else float64).
 V_SUM = 0
 V_MIN = 1
@@ -154,33 +160,39 @@ def _start_mask(mask_geo, mask_label, m, roi):
     mask_geo[m, G_MAX_ROW] = -1
     mask_geo[m, G_MIN_COL] = _BIG
     mask_geo[m, G_MAX_COL] = -1
+    mask_geo[m, G_FIRST_RUN] = 0
+    mask_geo[m, G_ORDERED] = 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _add_pixels(geo, val, m, row, col, n, image):
+    """Add the intensities of ``n`` pixels of ``row`` from ``col`` on to entry
+    ``m`` (valid once the entry's area is not 0; call before adding the area)."""
+    if geo[m, G_AREA] == 0:
+        val[m, V_SUM] = 0
+        val[m, V_MIN] = image[row, col]
+        val[m, V_MAX] = image[row, col]
+    s = val[m, V_SUM]
+    lo = val[m, V_MIN]
+    hi = val[m, V_MAX]
+    for c in range(col, col + n):
+        v = image[row, c]
+        s += v
+        # NaN sticks, as in numpy's min and max.
+        if v < lo or v != v:
+            lo = v
+        if v > hi or v != v:
+            hi = v
+    val[m, V_SUM] = s
+    val[m, V_MIN] = lo
+    val[m, V_MAX] = hi
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _add_run(geo, val, m, row, col, n, image):
-    """Add ``n`` pixels of ``row`` from ``col`` on to entry ``m``.
-
-    The intensity statistics of an entry are valid once its area is not 0.
-    """
+    """Add ``n`` pixels of ``row`` from ``col`` on to entry ``m``."""
     if val.shape[0] > 0:
-        if geo[m, G_AREA] == 0:
-            val[m, V_SUM] = 0
-            val[m, V_MIN] = image[row, col]
-            val[m, V_MAX] = image[row, col]
-        s = val[m, V_SUM]
-        lo = val[m, V_MIN]
-        hi = val[m, V_MAX]
-        for c in range(col, col + n):
-            v = image[row, c]
-            s += v
-            # NaN sticks, as in numpy's min and max.
-            if v < lo or v != v:
-                lo = v
-            if v > hi or v != v:
-                hi = v
-        val[m, V_SUM] = s
-        val[m, V_MIN] = lo
-        val[m, V_MAX] = hi
+        _add_pixels(geo, val, m, row, col, n, image)
     geo[m, G_AREA] += n
     geo[m, G_SUM_ROW] += row * n
     geo[m, G_SUM_COL] += n * col + (n * (n - 1)) // 2
@@ -228,7 +240,8 @@ def scan_words(
         ``st[S_N_RUNS]`` on.
     run_label : uint16[:]
         Receives each run's id, or is empty (ids not kept).
-    mask_label, mask_geo, mask_val : int64[:], int64[:, 7], int64|float64[:, 3]
+    mask_label, mask_geo, mask_val : int64[:], int64[:, GEO_FIELDS], (int64 or
+        float64)[:, 3]
         Per-mask id and statistics (``accumulate``); ``mask_val`` is empty
         without an intensity image.
     image : 2-D array
@@ -250,7 +263,30 @@ def scan_words(
     m = st[S_MASK]
     nr = st[S_N_RUNS]
     keep_labels = run_label.shape[0] > 0
+    has_val = accumulate and mask_val.shape[0] > 0
     code = NEED_WORDS
+    # The current mask's geometry lives in registers while its runs stream by.
+    area = sum_row = sum_col = np.int64(0)
+    min_row = min_col = _BIG
+    max_row = max_col = np.int64(-1)
+    ordered = np.int64(1)
+    if accumulate and m >= 0:
+        area = mask_geo[m, G_AREA]
+        sum_row = mask_geo[m, G_SUM_ROW]
+        sum_col = mask_geo[m, G_SUM_COL]
+        min_row = mask_geo[m, G_MIN_ROW]
+        max_row = mask_geo[m, G_MAX_ROW]
+        min_col = mask_geo[m, G_MIN_COL]
+        max_col = mask_geo[m, G_MAX_COL]
+        ordered = mask_geo[m, G_ORDERED]
+    prev_row = st[S_PREV_ROW]
+    prev_end = st[S_PREV_END]
+    masks_left = st[S_MASKS_LEFT]
+    rows_left = st[S_ROWS_LEFT]
+    left = st[S_RUNS_LEFT]
+    mask_pos = st[S_MASK_POS]
+    roi = st[S_ROI]
+    row = st[S_ROW]
     while True:
         if phase == PHASE_HEADER:
             if i + HEADER_WORDS > n:
@@ -258,7 +294,7 @@ def scan_words(
             i += HEADER_WORDS
             phase = PHASE_MASK
         elif phase == PHASE_MASK:
-            if st[S_MASKS_LEFT] == 0:
+            if masks_left == 0:
                 phase = PHASE_DONE
                 code = FINISHED
                 break
@@ -267,52 +303,108 @@ def scan_words(
             if accumulate and m + 1 >= mask_label.shape[0]:
                 code = GROW_MASKS
                 break
+            if accumulate and m >= 0:
+                mask_geo[m, G_AREA] = area
+                mask_geo[m, G_SUM_ROW] = sum_row
+                mask_geo[m, G_SUM_COL] = sum_col
+                mask_geo[m, G_MIN_ROW] = min_row
+                mask_geo[m, G_MAX_ROW] = max_row
+                mask_geo[m, G_MIN_COL] = min_col
+                mask_geo[m, G_MAX_COL] = max_col
+                mask_geo[m, G_ORDERED] = ordered
             m += 1
             roi = np.int64(words[i])
-            st[S_MASK_POS] = base + i
-            st[S_ROI] = roi
-            st[S_ROWS_LEFT] = np.int64(words[i + MASK_ROWS_WORD])
-            st[S_MASKS_LEFT] -= 1
+            mask_pos = base + i
+            rows_left = np.int64(words[i + MASK_ROWS_WORD])
+            masks_left -= 1
             i += MASK_WORDS
             if accumulate:
                 _start_mask(mask_geo, mask_label, m, roi)
+                mask_geo[m, G_FIRST_RUN] = nr
+                area = sum_row = sum_col = 0
+                min_row = min_col = _BIG
+                max_row = max_col = -1
+                ordered = 1
+                prev_row = -1
+                prev_end = 0
             phase = PHASE_ROW
         elif phase == PHASE_ROW:
-            if st[S_ROWS_LEFT] == 0:
-                phase = PHASE_MASK
-                continue
-            if i + ROW_WORDS > n:
+            stop = False
+            while True:
+                if rows_left == 0:
+                    phase = PHASE_MASK
+                    break
+                if i + ROW_WORDS > n:
+                    stop = True
+                    break
+                row_pos = base + i
+                row = np.int64(words[i])
+                nruns = np.int64(words[i + 1])
+                i += ROW_WORDS
+                rows_left -= 1
+                if nruns == 0:
+                    continue
+                # parse_frame_runs first checks that the row's runs are all in
+                # the stream; that needs the stream's length, so an error found
+                # here waits for it (finish_scan).
+                if row >= nrows or roi > MAX_LABEL:
+                    if row >= nrows:
+                        st[S_ERROR] = ROW_OUT_OF_RANGE
+                        st[S_ERROR_WORD] = row_pos
+                        st[S_ERROR_VALUE] = row
+                    else:
+                        st[S_ERROR] = VALUE_TOO_LARGE
+                        st[S_ERROR_WORD] = mask_pos
+                        st[S_ERROR_VALUE] = roi
+                    st[S_ERROR_NEED] = base + i + RUN_WORDS * nruns
+                    phase = PHASE_ERROR
+                    code = FINISHED
+                    stop = True
+                    break
+                left = nruns
+                if i + RUN_WORDS * nruns > n or nr + nruns > run_col.shape[0]:
+                    phase = PHASE_RUNS
+                    break
+                # The usual case: the whole row record is here and fits.
+                for _ in range(nruns):
+                    col = np.int64(words[i])
+                    length = np.int64(words[i + 1])
+                    i += RUN_WORDS
+                    if col >= ncols or length == 0:
+                        continue
+                    end = col + length
+                    if end > ncols:
+                        end = ncols
+                    k = end - col
+                    run_col[nr] = col
+                    run_len[nr] = k
+                    run_row[nr] = row
+                    if keep_labels:
+                        run_label[nr] = roi
+                    nr += 1
+                    if accumulate:
+                        if has_val:
+                            mask_geo[m, G_AREA] = area
+                            _add_pixels(mask_geo, mask_val, m, row, col, k, image)
+                        area += k
+                        sum_row += row * k
+                        sum_col += k * col + (k * (k - 1)) // 2
+                        if row < min_row:
+                            min_row = row
+                        if row > max_row:
+                            max_row = row
+                        if col < min_col:
+                            min_col = col
+                        if end - 1 > max_col:
+                            max_col = end - 1
+                        if row < prev_row or (row == prev_row and col < prev_end):
+                            ordered = 0
+                        prev_row = row
+                        prev_end = end
+                left = 0
+            if stop:
                 break
-            row_pos = base + i
-            row = np.int64(words[i])
-            nruns = np.int64(words[i + 1])
-            i += ROW_WORDS
-            st[S_ROWS_LEFT] -= 1
-            if nruns == 0:
-                continue
-            # parse_frame_runs first checks that the row's runs are all in the
-            # stream; that needs the stream's length, so an error found here
-            # waits for it (finish_scan).
-            if row >= nrows or st[S_ROI] > MAX_LABEL:
-                if row >= nrows:
-                    st[S_ERROR] = ROW_OUT_OF_RANGE
-                    st[S_ERROR_WORD] = row_pos
-                    st[S_ERROR_VALUE] = row
-                else:
-                    st[S_ERROR] = VALUE_TOO_LARGE
-                    st[S_ERROR_WORD] = st[S_MASK_POS]
-                    st[S_ERROR_VALUE] = st[S_ROI]
-                st[S_ERROR_NEED] = base + i + RUN_WORDS * nruns
-                phase = PHASE_ERROR
-                code = FINISHED
-                break
-            st[S_ROW] = row
-            st[S_RUNS_LEFT] = nruns
-            phase = PHASE_RUNS
         elif phase == PHASE_RUNS:
-            row = st[S_ROW]
-            left = st[S_RUNS_LEFT]
-            roi = st[S_ROI]
             while left > 0 and i + RUN_WORDS <= n:
                 col = np.int64(words[i])
                 length = np.int64(words[i + 1])
@@ -327,22 +419,107 @@ def scan_words(
                     if keep_labels:
                         run_label[nr] = roi
                     if accumulate:
-                        _add_run(mask_geo, mask_val, m, row, col, k, image)
+                        if has_val:
+                            mask_geo[m, G_AREA] = area
+                            _add_pixels(mask_geo, mask_val, m, row, col, k, image)
+                        area += k
+                        sum_row += row * k
+                        sum_col += k * col + (k * (k - 1)) // 2
+                        min_row = min(min_row, row)
+                        max_row = max(max_row, row)
+                        min_col = min(min_col, col)
+                        max_col = max(max_col, col + k - 1)
+                        if row < prev_row or (row == prev_row and col < prev_end):
+                            ordered = 0
+                        prev_row = row
+                        prev_end = col + k
                     nr += 1
                 i += RUN_WORDS
                 left -= 1
-            st[S_RUNS_LEFT] = left
             if code == GROW_RUNS or left > 0:
                 break
             phase = PHASE_ROW
         else:
             code = FINISHED
             break
+    if accumulate and m >= 0:
+        mask_geo[m, G_AREA] = area
+        mask_geo[m, G_SUM_ROW] = sum_row
+        mask_geo[m, G_SUM_COL] = sum_col
+        mask_geo[m, G_MIN_ROW] = min_row
+        mask_geo[m, G_MAX_ROW] = max_row
+        mask_geo[m, G_MIN_COL] = min_col
+        mask_geo[m, G_MAX_COL] = max_col
+        mask_geo[m, G_ORDERED] = ordered
+    st[S_MASKS_LEFT] = masks_left
+    st[S_ROWS_LEFT] = rows_left
+    st[S_RUNS_LEFT] = left
+    st[S_MASK_POS] = mask_pos
+    st[S_ROI] = roi
+    st[S_ROW] = row
+    st[S_PREV_ROW] = prev_row
+    st[S_PREV_END] = prev_end
     st[S_PHASE] = phase
     st[S_MASK] = m
     st[S_N_RUNS] = nr
     st[S_POS] = base + i
     return code, i
+
+
+@njit(nogil=True, cache=True)
+def scan_buffer(
+    buffer,
+    words,
+    have,
+    st,
+    nrows,
+    ncols,
+    run_col,
+    run_len,
+    run_row,
+    run_label,
+    mask_label,
+    mask_geo,
+    mask_val,
+    image,
+    accumulate,
+):
+    """``scan_words`` over the ``have`` bytes at the start of ``buffer``.
+
+    ``words`` is ``buffer`` viewed as uint32. The bytes not read (an incomplete
+    record) are moved to the start of ``buffer``.
+
+    Returns
+    -------
+    code : int
+        As ``scan_words``; after ``GROW_RUNS`` / ``GROW_MASKS`` call again
+        with the bytes left, after ``NEED_WORDS`` append the next bytes.
+    left : int
+        Bytes left at the start of ``buffer``.
+    """
+    n_words = have // 4
+    code, used = scan_words(
+        words[:n_words],
+        st[S_POS],
+        st,
+        nrows,
+        ncols,
+        run_col,
+        run_len,
+        run_row,
+        run_label,
+        mask_label,
+        mask_geo,
+        mask_val,
+        image,
+        accumulate,
+    )
+    start = 4 * used
+    left = have - start
+    if code != FINISHED and used > 0:
+        for k in range(left):
+            buffer[k] = buffer[start + k]
+    return code, left
 
 
 def finish_scan(st: np.ndarray, n_words: int) -> tuple[int, int, int]:
@@ -368,6 +545,118 @@ def finish_scan(st: np.ndarray, n_words: int) -> tuple[int, int, int]:
     if phase == PHASE_RUNS:
         return TRUNCATED, n_words, 0
     return OK, -1, 0
+
+
+# --- overlap check by masks ----------------------------------------------------
+
+#: ``masks_overlap`` outcomes.
+NO_OVERLAP = 0
+OVERLAP = 1
+UNDECIDED = 2  # check by rows instead (``sort_rows_in_place``, ``rows_overlap``)
+
+
+@njit(nogil=True, cache=True)
+def _pair_overlap(run_col, run_len, run_row, a, a_end, b, b_end, lo_row, hi_row):
+    """Whether masks with sorted, self-disjoint runs ``a:a_end`` and ``b:b_end``
+    share a pixel in rows ``lo_row..hi_row``; also the steps it took."""
+    a += np.searchsorted(run_row[a:a_end], lo_row)
+    b += np.searchsorted(run_row[b:b_end], lo_row)
+    steps = 0
+    while a < a_end and b < b_end:
+        steps += 1
+        ra = np.int64(run_row[a])
+        rb = np.int64(run_row[b])
+        if ra > hi_row or rb > hi_row:
+            break
+        if ra < rb:
+            a += 1
+        elif rb < ra:
+            b += 1
+        else:
+            ca = np.int64(run_col[a])
+            cb = np.int64(run_col[b])
+            ea = ca + np.int64(run_len[a])
+            eb = cb + np.int64(run_len[b])
+            if ca < eb and cb < ea:
+                return True, steps
+            if ea <= eb:
+                a += 1
+            else:
+                b += 1
+    return False, steps
+
+
+@njit(nogil=True, cache=True)
+def masks_overlap(run_col, run_len, run_row, n_runs, mask_geo, n_masks, order, budget):
+    """Whether two kept runs share a pixel, decided mask by mask.
+
+    Runs of one mask are consecutive (``mask_geo[m, G_FIRST_RUN]`` on). When
+    every mask's runs come sorted by (row, col) without overlapping each
+    other (``G_ORDERED``, checked while scanning), two runs can only overlap
+    if their masks' bounding boxes do; such pairs (found by a sweep over the
+    masks sorted by first row) are merge-checked on the rows both span.
+
+    Parameters
+    ----------
+    order : int64[:]
+        Scratch of at least ``n_masks`` entries.
+    budget : int
+        Steps (box comparisons and merge steps) to spend before giving up.
+
+    Returns
+    -------
+    int
+        ``NO_OVERLAP``, ``OVERLAP``, or ``UNDECIDED`` (a mask's runs are not
+        sorted, or the budget ran out).
+    """
+    k = 0
+    for m in range(n_masks):
+        if mask_geo[m, G_AREA] == 0:
+            continue
+        if mask_geo[m, G_ORDERED] == 0:
+            return UNDECIDED
+        order[k] = m
+        k += 1
+    if k < 2:
+        return NO_OVERLAP
+    keys = np.empty(k, np.int64)
+    for j in range(k):
+        keys[j] = mask_geo[order[j], G_MIN_ROW]
+    by_row = np.argsort(keys)
+    sorted_masks = np.empty(k, np.int64)
+    for j in range(k):
+        sorted_masks[j] = order[by_row[j]]
+    steps = 0
+    for p in range(k):
+        i = sorted_masks[p]
+        i_end = mask_geo[i + 1, G_FIRST_RUN] if i + 1 < n_masks else n_runs
+        for q in range(p + 1, k):
+            j = sorted_masks[q]
+            steps += 1
+            if mask_geo[j, G_MIN_ROW] > mask_geo[i, G_MAX_ROW]:
+                break
+            if (
+                mask_geo[j, G_MIN_COL] <= mask_geo[i, G_MAX_COL]
+                and mask_geo[i, G_MIN_COL] <= mask_geo[j, G_MAX_COL]
+            ):
+                j_end = mask_geo[j + 1, G_FIRST_RUN] if j + 1 < n_masks else n_runs
+                hit, used = _pair_overlap(
+                    run_col,
+                    run_len,
+                    run_row,
+                    mask_geo[i, G_FIRST_RUN],
+                    i_end,
+                    mask_geo[j, G_FIRST_RUN],
+                    j_end,
+                    max(mask_geo[i, G_MIN_ROW], mask_geo[j, G_MIN_ROW]),
+                    min(mask_geo[i, G_MAX_ROW], mask_geo[j, G_MAX_ROW]),
+                )
+                if hit:
+                    return OVERLAP
+                steps += used
+            if steps > budget:
+                return UNDECIDED
+    return NO_OVERLAP
 
 
 # --- grouping runs by row -----------------------------------------------------

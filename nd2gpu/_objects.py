@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import math
 import operator
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import wait
 from dataclasses import dataclass
@@ -95,15 +96,21 @@ FLOAT_COLUMN_INDEX: dict[str, int] = {
 }
 
 #: Inflated bytes scanned at a time, and compressed bytes fed to zlib at a time.
-PIECE_BYTES = 1 << 15
-INPUT_BYTES = 1 << 13
-#: Room a frame's scratch starts with (grown in place, 1.25x at a time).
+PIECE_BYTES = 1 << 14
+INPUT_BYTES = 1 << 12
+#: Compressed bytes read first for a frame's header.
+HEAD_BYTES = 1 << 12
+#: Room a thread's scratch starts with (grown in place, by GROWTH at a time).
 FIRST_RUNS = 4096
 FIRST_MASKS = 256
+GROWTH = 1.125
 #: Frames with more rows than this many per run group their runs through a
 #: sort of the rows that occur, not a per-row table.
 ROWS_PER_RUN = 4
 ROWS_ALWAYS = 1 << 16
+#: Steps per run and mask the check of overlaps by masks may take before the
+#: check by rows (sorting the runs by row) takes over: O(runs) either way.
+OVERLAP_BUDGET = 4
 
 
 def check_properties(properties: str | Sequence[str]) -> tuple[str, ...]:
@@ -396,6 +403,7 @@ class _Scratch:
     def __init__(self, value_dtype: np.dtype | None) -> None:
         self.state = ok.new_state()
         self.buffer = np.empty(PIECE_BYTES + 64, np.uint8)
+        self.words = self.buffer.view(np.uint32)
         self.run_dtype = np.dtype(np.uint16)
         self.run_col = np.empty(0, self.run_dtype)
         self.run_len = np.empty(0, self.run_dtype)
@@ -411,6 +419,7 @@ class _Scratch:
         self.bounds = np.empty(0, np.int32)
         self.fill = np.empty(0, np.int32)
         self.bits = np.empty(0, np.uint64)
+        self.order = np.empty(0, np.int64)
 
     def prepare(self, header: FrameHeader, keep_labels: bool) -> None:
         dtype = ok.store_dtype(header.nrows, header.ncols)
@@ -424,14 +433,14 @@ class _Scratch:
             _grow(self.run_label, self.run_col.shape[0])
 
     def grow_runs(self, keep_labels: bool) -> None:
-        capacity = max(FIRST_RUNS, self.run_col.shape[0] * 5 // 4)
+        capacity = max(FIRST_RUNS, int(self.run_col.shape[0] * GROWTH))
         for array in (self.run_col, self.run_len, self.run_row):
             _grow(array, capacity)
         if keep_labels:
             _grow(self.run_label, capacity)
 
     def grow_masks(self) -> None:
-        capacity = max(FIRST_MASKS, self.mask_label.shape[0] * 5 // 4)
+        capacity = max(FIRST_MASKS, int(self.mask_label.shape[0] * GROWTH))
         _grow(self.mask_label, capacity)
         _grow(self.mask_geo, capacity)
         if self.keep_values:
@@ -457,16 +466,58 @@ def _grow(array: np.ndarray, capacity: int) -> None:
     array.resize((capacity, *array.shape[1:]), refcheck=False)
 
 
-def _payload(index: ChunkIndex, job: ObjectJob) -> memoryview | None:
-    """The frame's zlib stream, or None when it has no mask.
+class Payload:
+    """A frame's zlib stream, read piece by piece straight from the file's map.
 
-    As ``MaskSource.payload``, without copying the chunk's data a second time
-    to drop its prefix (a frame in flight costs its compressed size once).
+    ``ChunkIndex.read`` copies a whole chunk; measuring needs the stream only a
+    few KiB at a time, so a frame in flight costs no copy of its payload.
+    ``ChunkIndex`` has no public ranged read: this uses its checked chunk
+    header lookup (``_data_range``) and its locked map access (``_bytes``), as
+    ``read`` does (tests/test_objects_stream.py checks the bytes are equal).
     """
-    data = index.read(binary_frame_chunk_name(job.layer.file_tag, job.seq))
-    if data is None or len(data) <= MASK_PREFIX_BYTES:
+
+    def __init__(self, index: ChunkIndex, start: int, stop: int) -> None:
+        self._index, self._start, self._stop = index, start, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def piece(self, pos: int, n: int) -> bytes:
+        """Bytes ``pos:pos + n`` of the stream (fewer at its end)."""
+        start = self._start + pos
+        return self._index._bytes(start, min(start + n, self._stop))
+
+
+def _payload(index: ChunkIndex, job: ObjectJob) -> Payload | None:
+    """The frame's zlib stream, or None when it has no mask (as
+    ``MaskSource.payload``: no chunk, or nothing after its prefix)."""
+    offset = index.offsets.get(binary_frame_chunk_name(job.layer.file_tag, job.seq))
+    if offset is None:
         return None
-    return memoryview(data)[MASK_PREFIX_BYTES:]
+    start, stop = index._data_range(offset)
+    if stop - start <= MASK_PREFIX_BYTES:
+        return None
+    return Payload(index, start + MASK_PREFIX_BYTES, stop)
+
+
+def _pieces(payload: bytes | memoryview | Payload) -> Callable[[int, int], Any]:
+    if isinstance(payload, Payload):
+        return payload.piece
+    view = memoryview(payload)
+    return lambda pos, n: view[pos : pos + n]
+
+
+def frame_header(payload: bytes | memoryview | Payload) -> FrameHeader:
+    """``parse_header`` of a payload, reading only its first KiBs when they hold
+    the header (the whole payload when they do not: same result and errors)."""
+    if not isinstance(payload, Payload):
+        return parse_header(payload)
+    try:
+        return parse_header(payload.piece(0, HEAD_BYTES))
+    except DecodeError:
+        if len(payload) <= HEAD_BYTES:
+            raise
+    return parse_header(payload.piece(0, len(payload)))
 
 
 def _over_cap(cap: int, shape: tuple[int, int]) -> DecodeError:
@@ -481,7 +532,7 @@ def _over_cap(cap: int, shape: tuple[int, int]) -> DecodeError:
 
 
 def scan_stream(
-    payload: bytes | memoryview,
+    payload: bytes | memoryview | Payload,
     header: FrameHeader,
     scratch: _Scratch,
     image: np.ndarray,
@@ -503,18 +554,19 @@ def scan_stream(
     st = scratch.state
     ok.reset_state(st, header.nmasks)
     scratch.prepare(header, keep_labels)
-    labels = scratch.run_label if keep_labels else scratch.no_labels
     zlib = _inflate._zlib
     d = zlib.decompressobj()
-    view = memoryview(payload)
+    piece = _pieces(payload)
+    size = len(payload)
     pos = 0
     total = 0
     carry = 0
     buffer = scratch.buffer
+    words = scratch.words
     while True:
         data = d.unconsumed_tail
-        if not data and pos < len(view):
-            data = view[pos : pos + INPUT_BYTES]
+        if not data and pos < size:
+            data = piece(pos, INPUT_BYTES)
             pos += len(data)
         try:
             out = d.decompress(data, min(PIECE_BYTES, cap + 1 - total))
@@ -526,22 +578,34 @@ def scan_stream(
         if parse and out:
             have = carry + len(out)
             buffer[carry:have] = np.frombuffer(out, np.uint8)
-            n_words = have // 4
-            finished, used = _feed(
-                buffer[: 4 * n_words].view("<u4"),
-                scratch,
-                header,
-                labels,
-                image,
-                accumulate,
-                keep_labels,
-            )
-            if finished:
-                parse = False
-            else:
-                carry = have - 4 * used
-                buffer[:carry] = buffer[4 * used : have].copy()
-            labels = scratch.run_label if keep_labels else scratch.no_labels
+            while True:
+                code, have = ok.scan_buffer(
+                    buffer,
+                    words,
+                    have,
+                    st,
+                    header.nrows,
+                    header.ncols,
+                    scratch.run_col,
+                    scratch.run_len,
+                    scratch.run_row,
+                    scratch.run_label if keep_labels else scratch.no_labels,
+                    scratch.mask_label,
+                    scratch.mask_geo,
+                    scratch.mask_val,
+                    image,
+                    accumulate,
+                )
+                if code == ok.NEED_WORDS:
+                    carry = have
+                    break
+                if code == ok.FINISHED:
+                    parse = False
+                    break
+                if code == ok.GROW_RUNS:
+                    scratch.grow_runs(keep_labels)
+                else:
+                    scratch.grow_masks()
         if d.eof or (not out and not data):
             break
     if not d.eof:
@@ -554,47 +618,6 @@ def scan_stream(
             raise DecodeError("stream ends inside the frame header", offset=0)
         reason = _status_reason(status, np.array([value], np.int64), 0, header)
         raise DecodeError(reason, offset=word * 4)
-
-
-def _feed(
-    words: np.ndarray,
-    scratch: _Scratch,
-    header: FrameHeader,
-    labels: np.ndarray,
-    image: np.ndarray,
-    accumulate: bool,
-    keep_labels: bool,
-) -> tuple[bool, int]:
-    """Scan ``words``, growing the scratch as needed: (finished, words used)."""
-    used = 0
-    while True:
-        code, n = ok.scan_words(
-            words[used:],
-            scratch.state[ok.S_POS],
-            scratch.state,
-            header.nrows,
-            header.ncols,
-            scratch.run_col,
-            scratch.run_len,
-            scratch.run_row,
-            labels,
-            scratch.mask_label,
-            scratch.mask_geo,
-            scratch.mask_val,
-            image,
-            accumulate,
-        )
-        used += n
-        if code == ok.NEED_WORDS:
-            return False, used
-        if code == ok.FINISHED:
-            return True, used
-        if code == ok.GROW_RUNS:
-            scratch.grow_runs(keep_labels)
-            if keep_labels:
-                labels = scratch.run_label
-        else:
-            scratch.grow_masks()
 
 
 def _group_rows(
@@ -611,7 +634,7 @@ def _group_rows(
 
 
 def measure_frame(
-    payload: bytes | memoryview,
+    payload: bytes | memoryview | Payload,
     expected_shape: tuple[int, int],
     scratch: _Scratch,
     image: np.ndarray,
@@ -629,7 +652,7 @@ def measure_frame(
     DecodeError
         As ``parse_payload`` would for this payload and expected shape.
     """
-    header = parse_header(payload)
+    header = frame_header(payload)
     mismatch = header.shape != expected_shape
     scan_stream(
         payload,
@@ -649,7 +672,7 @@ def measure_frame(
     st = scratch.state
     n_runs = int(st[ok.S_N_RUNS])
     n_masks = int(st[ok.S_MASK]) + 1
-    if n_runs > 1 and _runs_overlap(scratch, header, n_runs):
+    if n_runs > 1 and _runs_overlap(scratch, header, n_runs, n_masks):
         return header, _measure_resolved(
             payload,
             header,
@@ -676,7 +699,24 @@ def measure_frame(
     return header, int(rows)
 
 
-def _runs_overlap(scratch: _Scratch, header: FrameHeader, n_runs: int) -> bool:
+def _runs_overlap(
+    scratch: _Scratch, header: FrameHeader, n_runs: int, n_masks: int
+) -> bool:
+    """Whether two runs of the frame overlap: by masks, else by rows."""
+    if scratch.order.shape[0] < n_masks:
+        _grow(scratch.order, scratch.mask_label.shape[0])
+    outcome = ok.masks_overlap(
+        scratch.run_col,
+        scratch.run_len,
+        scratch.run_row,
+        n_runs,
+        scratch.mask_geo,
+        n_masks,
+        scratch.order,
+        OVERLAP_BUDGET * (n_runs + n_masks) + 4096,
+    )
+    if outcome != ok.UNDECIDED:
+        return bool(outcome == ok.OVERLAP)
     n_ids, _ = _group_rows(scratch, header, n_runs)
     bounds, fill = scratch.row_tables(n_ids)
     ok.sort_rows_in_place(
@@ -695,7 +735,7 @@ def _runs_overlap(scratch: _Scratch, header: FrameHeader, n_runs: int) -> bool:
 
 
 def _measure_resolved(
-    payload: bytes | memoryview,
+    payload: bytes | memoryview | Payload,
     header: FrameHeader,
     scratch: _Scratch,
     image: np.ndarray,
@@ -770,7 +810,7 @@ def _frame_capacity(index: ChunkIndex, job: ObjectJob) -> int:
     """Most rows a frame can give: its masks, and at most one per id."""
     try:
         data = _payload(index, job)
-        return 0 if data is None else min(parse_header(data).nmasks, MAX_LABEL)
+        return 0 if data is None else min(frame_header(data).nmasks, MAX_LABEL)
     except DecodeError:
         return 0  # raised again, in job order, when the frame is measured
 
@@ -831,10 +871,15 @@ def _table_cpu(
                 floats[FLOAT_COLUMN_INDEX[name]] = column
         int_cols, float_cols = tuple(ints), tuple(floats)
 
+        scratches: dict[int, _Scratch] = {}
+
         def measure(
             group: Sequence[ObjectJob], first: int
         ) -> list[tuple[FrameHeader | None, int]]:
-            scratch = _Scratch(value_dtype)
+            # One scratch per thread for the call: it grows once, not per group.
+            scratch = scratches.get(threading.get_ident())
+            if scratch is None:
+                scratch = scratches[threading.get_ident()] = _Scratch(value_dtype)
             out: list[tuple[FrameHeader | None, int]] = []
             reader = images.reader() if images is not None else _no_reader()
             with reader as image_of:
