@@ -96,8 +96,8 @@ FLOAT_COLUMN_INDEX: dict[str, int] = {
 }
 
 #: Inflated bytes scanned at a time, and compressed bytes fed to zlib at a time.
-PIECE_BYTES = 1 << 14
-INPUT_BYTES = 1 << 12
+PIECE_BYTES = 1 << 15
+INPUT_BYTES = 1 << 13
 #: Compressed bytes read first for a frame's header.
 HEAD_BYTES = 1 << 12
 #: Room a thread's scratch starts with (grown in place, by GROWTH at a time).

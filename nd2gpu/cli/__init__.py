@@ -27,6 +27,7 @@ from .._write.layer_frames import DEFAULT_BATCH_FRAMES
 from .bench import cmd_bench
 from .common import PROG, CLIError, Progress, input_path, sample_path
 from .info import cmd_info
+from .objects import add_parser as add_objects_parser
 
 #: What ends a command with one line on stderr: the file cannot be read, is not
 #: ND2, its data are corrupt (nd2gpu.DecodeError is a ValueError; nd2 raises
@@ -170,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-nd2", action="store_true", help="do not time nd2")
     p.set_defaults(func=cmd_bench)
+    add_objects_parser(sub)
     return parser
 
 
