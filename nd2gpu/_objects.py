@@ -402,7 +402,8 @@ class _Scratch:
 
     def __init__(self, value_dtype: np.dtype | None) -> None:
         self.state = ok.new_state()
-        self.buffer = np.empty(PIECE_BYTES + 64, np.uint8)
+        # Room for a piece and the incomplete record before it, in whole words.
+        self.buffer = np.empty(4 * ((PIECE_BYTES + 3) // 4 + 16), np.uint8)
         self.words = self.buffer.view(np.uint32)
         self.run_dtype = np.dtype(np.uint16)
         self.run_col = np.empty(0, self.run_dtype)
