@@ -587,7 +587,9 @@ def _pair_overlap(run_col, run_len, run_row, a, a_end, b, b_end, lo_row, hi_row)
 
 
 @njit(nogil=True, cache=True)
-def masks_overlap(run_col, run_len, run_row, n_runs, mask_geo, n_masks, order, budget):
+def masks_overlap(
+    run_col, run_len, run_row, n_runs, mask_geo, n_masks, nrows, order, counts, budget
+):
     """Whether two kept runs share a pixel, decided mask by mask.
 
     Runs of one mask are consecutive (``mask_geo[m, G_FIRST_RUN]`` on). When
@@ -598,8 +600,13 @@ def masks_overlap(run_col, run_len, run_row, n_runs, mask_geo, n_masks, order, b
 
     Parameters
     ----------
+    nrows : int
+        The frame's rows.
     order : int64[:]
-        Scratch of at least ``n_masks`` entries.
+        Scratch of at least ``2 * n_masks`` entries.
+    counts : int32[:]
+        Scratch of ``nrows + 1`` entries to sort the masks by first row (in
+        O(masks + rows)), or fewer (then they are sorted by comparisons).
     budget : int
         Steps (box comparisons and merge steps) to spend before giving up.
 
@@ -619,13 +626,24 @@ def masks_overlap(run_col, run_len, run_row, n_runs, mask_geo, n_masks, order, b
         k += 1
     if k < 2:
         return NO_OVERLAP
-    keys = np.empty(k, np.int64)
-    for j in range(k):
-        keys[j] = mask_geo[order[j], G_MIN_ROW]
-    by_row = np.argsort(keys)
-    sorted_masks = np.empty(k, np.int64)
-    for j in range(k):
-        sorted_masks[j] = order[by_row[j]]
+    sorted_masks = order[n_masks : n_masks + k]
+    if counts.shape[0] > nrows:
+        counts[: nrows + 1] = 0
+        for j in range(k):
+            counts[mask_geo[order[j], G_MIN_ROW] + 1] += 1
+        for r in range(nrows):
+            counts[r + 1] += counts[r]
+        for j in range(k):
+            r = mask_geo[order[j], G_MIN_ROW]
+            sorted_masks[counts[r]] = order[j]
+            counts[r] += 1
+    else:
+        keys = np.empty(k, np.int64)
+        for j in range(k):
+            keys[j] = mask_geo[order[j], G_MIN_ROW]
+        by_row = np.argsort(keys)
+        for j in range(k):
+            sorted_masks[j] = order[by_row[j]]
     steps = 0
     for p in range(k):
         i = sorted_masks[p]
@@ -838,7 +856,7 @@ def distinct_labels(mask_label, n_masks):
 
 
 @njit(nogil=True, cache=True)
-def write_rows(labels, geo, val, n_entries, layer, frame, ints, floats, row0):
+def write_rows(labels, geo, val, n_entries, layer, frame, ints, floats, row0, row_end):
     """Write one frame's rows, sorted by id, into the output columns.
 
     Entries with the same id are merged; id 0 and entries without pixels give
@@ -854,25 +872,31 @@ def write_rows(labels, geo, val, n_entries, layer, frame, ints, floats, row0):
         ``layer, frame, label, bbox-0 .. bbox-3``; empty arrays are skipped.
     floats : tuple of ``FLOAT_COLUMNS`` float64[:]
         ``area, centroid-0, centroid-1, intensity_mean, _min, _max``.
-    row0 : int
-        Index of the frame's first row in the columns.
+    row0, row_end : int
+        The frame's rows in the columns: ``row0:row_end``.
 
     Returns
     -------
     int
-        Rows written.
+        Rows written, or -1 (and fewer written) when they do not fit.
     """
-    order = np.argsort(labels[:n_entries])
+    in_order = True
+    for e in range(1, n_entries):
+        if labels[e] < labels[e - 1]:
+            in_order = False
+            break
+    # Masks usually come in id order: no sort, no allocation.
+    order = np.empty(0, np.int64) if in_order else np.argsort(labels[:n_entries])
     out = row0
     e = 0
     has_val = val.shape[0] > 0
     while e < n_entries:
-        label = labels[order[e]]
+        label = labels[e if in_order else order[e]]
         have = False
         area = sum_row = sum_col = min_row = max_row = min_col = max_col = 0
         s = lo = hi = 0
-        while e < n_entries and labels[order[e]] == label:
-            j = order[e]
+        while e < n_entries and labels[e if in_order else order[e]] == label:
+            j = e if in_order else order[e]
             e += 1
             if geo[j, G_AREA] == 0:
                 continue
@@ -907,6 +931,8 @@ def write_rows(labels, geo, val, n_entries, layer, frame, ints, floats, row0):
                     hi = v
         if label == 0 or not have:
             continue
+        if out == row_end:
+            return -1
         values_i = (layer, frame, label, min_row, min_col, max_row + 1, max_col + 1)
         for c in range(INT_COLUMNS):
             if ints[c].shape[0] > 0:

@@ -34,7 +34,7 @@ from ._device import DeviceRequest, resolve_device, to_numpy
 from ._errors import DecodeError
 from ._format.chunk_index import ChunkIndex
 from ._format.container import binary_frame_chunk_name
-from ._format.mask_stream import MASK_PREFIX_BYTES, MAX_LABEL
+from ._format.mask_stream import MASK_PREFIX_BYTES, MASK_WORDS, MAX_LABEL
 from ._limits import check_allocation
 from .kernels import _objects_kernels as ok
 from .kernels._parse_kernels import OK
@@ -96,8 +96,10 @@ FLOAT_COLUMN_INDEX: dict[str, int] = {
 }
 
 #: Inflated bytes scanned at a time, and compressed bytes fed to zlib at a time.
-PIECE_BYTES = 1 << 15
-INPUT_BYTES = 1 << 13
+PIECE_BYTES = 1 << 14
+INPUT_BYTES = 1 << 12
+#: The most bytes deflate can inflate one compressed byte to.
+MAX_DEFLATE_RATIO = 1032
 #: Compressed bytes read first for a frame's header.
 HEAD_BYTES = 1 << 12
 #: Room a thread's scratch starts with (grown in place, by GROWTH at a time).
@@ -421,6 +423,7 @@ class _Scratch:
         self.fill = np.empty(0, np.int32)
         self.bits = np.empty(0, np.uint64)
         self.order = np.empty(0, np.int64)
+        self.no_rows = np.empty(0, np.int32)
 
     def prepare(self, header: FrameHeader, keep_labels: bool) -> None:
         dtype = ok.store_dtype(header.nrows, header.ncols)
@@ -644,9 +647,10 @@ def measure_frame(
     ints: tuple[np.ndarray, ...],
     floats: tuple[np.ndarray, ...],
     row0: int,
+    row_end: int,
 ) -> tuple[FrameHeader, int]:
-    """Measure one frame into the columns from row ``row0``; return its header
-    and the rows written.
+    """Measure one frame into rows ``row0:row_end`` of the columns; return its
+    header and the rows written.
 
     Raises
     ------
@@ -685,6 +689,7 @@ def measure_frame(
             ints,
             floats,
             row0,
+            row_end,
         )
     rows = ok.write_rows(
         scratch.mask_label,
@@ -696,16 +701,19 @@ def measure_frame(
         ints,
         floats,
         row0,
+        row_end,
     )
-    return header, int(rows)
+    return header, _rows_written(rows)
 
 
 def _runs_overlap(
     scratch: _Scratch, header: FrameHeader, n_runs: int, n_masks: int
 ) -> bool:
     """Whether two runs of the frame overlap: by masks, else by rows."""
-    if scratch.order.shape[0] < n_masks:
-        _grow(scratch.order, scratch.mask_label.shape[0])
+    if scratch.order.shape[0] < 2 * n_masks:
+        _grow(scratch.order, 2 * scratch.mask_label.shape[0])
+    dense_rows = header.nrows <= ROWS_PER_RUN * n_runs + ROWS_ALWAYS
+    counts = scratch.row_tables(header.nrows)[0] if dense_rows else scratch.no_rows
     outcome = ok.masks_overlap(
         scratch.run_col,
         scratch.run_len,
@@ -713,7 +721,9 @@ def _runs_overlap(
         n_runs,
         scratch.mask_geo,
         n_masks,
+        header.nrows,
         scratch.order,
+        counts,
         OVERLAP_BUDGET * (n_runs + n_masks) + 4096,
     )
     if outcome != ok.UNDECIDED:
@@ -746,6 +756,7 @@ def _measure_resolved(
     ints: tuple[np.ndarray, ...],
     floats: tuple[np.ndarray, ...],
     row0: int,
+    row_end: int,
 ) -> int:
     """Measure a frame whose runs overlap: scan it again keeping ids, and let
     the later run win, row by row."""
@@ -784,11 +795,26 @@ def _measure_resolved(
         np.empty(2 * widest, np.int32),
         np.empty(2 * widest, np.uint16),
     )
-    return int(
+    return _rows_written(
         ok.write_rows(
-            labels, geo, val, labels.shape[0], layer_index, seq, ints, floats, row0
+            labels,
+            geo,
+            val,
+            labels.shape[0],
+            layer_index,
+            seq,
+            ints,
+            floats,
+            row0,
+            row_end,
         )
     )
+
+
+def _rows_written(rows: int) -> int:
+    if rows < 0:  # the frame's header bounds its objects: corrupt, or a bug
+        raise DecodeError("the frame has more objects than its header allows")
+    return int(rows)
 
 
 _NO_IMAGE = np.zeros((0, 0), np.uint8)
@@ -808,10 +834,14 @@ def _image_for_kernel(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _frame_capacity(index: ChunkIndex, job: ObjectJob) -> int:
-    """Most rows a frame can give: its masks, and at most one per id."""
+    """Most rows a frame can give: one per id, per mask its header claims, and
+    per mask record its compressed size can inflate to."""
     try:
         data = _payload(index, job)
-        return 0 if data is None else min(frame_header(data).nmasks, MAX_LABEL)
+        if data is None:
+            return 0
+        records = len(data) * MAX_DEFLATE_RATIO // (4 * MASK_WORDS) + 1
+        return min(frame_header(data).nmasks, MAX_LABEL, records)
     except DecodeError:
         return 0  # raised again, in job order, when the frame is measured
 
@@ -860,6 +890,7 @@ def _table_cpu(
         caps = _run_parallel(jobs, capacities)
         offsets = np.concatenate([[0], np.cumsum(caps, dtype=np.int64)])
         total = int(offsets[-1])
+        check_allocation(8 * total * len(names), None, f"a table of {total} rows")
         columns = {name: np.empty(total, column_dtype(name)) for name in names}
         empty_i = np.empty(0, np.int64)
         empty_f = np.empty(0, np.float64)
@@ -907,6 +938,7 @@ def _table_cpu(
                                 int_cols,
                                 float_cols,
                                 int(offsets[first + k]),
+                                int(offsets[first + k + 1]),
                             )
                         )
                     except DecodeError as e:

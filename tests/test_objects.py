@@ -530,6 +530,7 @@ def test_version_warning_as_decode(tmp_path):
 # -------------------------------------------------------------------- memory
 
 
+@pytest.mark.slow
 def test_no_dense_array_is_allocated(tmp_path):
     """A 2048x2048 frame costs far less than a dense frame (tracemalloc)."""
     labels = np.zeros((2, 2048, 2048), np.uint16)

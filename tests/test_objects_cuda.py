@@ -53,6 +53,7 @@ def test_random_labels(make_nd2):
     assert_tables_equal(cpu, reference_table(path))
 
 
+@pytest.mark.slow
 def test_every_layer_and_intensity_channel(make_nd2):
     path, _ = make_nd2(loops=(("T", 2),), frame_shape=(8, 10), layers=("a", "b"))
     assert_gpu_equals_cpu(path, layers=True, properties=ALL, intensity=0)
@@ -69,7 +70,15 @@ def test_hand_streams_with_overlaps(tmp_path, index):
 
 
 @pytest.mark.parametrize(
-    "dtype", [np.uint8, np.int16, np.uint32, np.float32, np.int64, np.bool_]
+    "dtype",
+    [
+        np.uint8,
+        np.float32,
+        pytest.param(np.int16, marks=pytest.mark.slow),
+        pytest.param(np.uint32, marks=pytest.mark.slow),
+        pytest.param(np.int64, marks=pytest.mark.slow),  # converted to float64
+        pytest.param(np.bool_, marks=pytest.mark.slow),  # viewed as uint8
+    ],
 )
 def test_intensity_dtypes(make_nd2, dtype):
     path, labels = make_nd2(loops=(("T", 2),), frame_shape=(7, 9))
@@ -78,6 +87,7 @@ def test_intensity_dtypes(make_nd2, dtype):
     assert_gpu_equals_cpu(path, properties=INTENSITY_PROPERTIES, intensity=image)
 
 
+@pytest.mark.slow
 def test_pieces_and_rows_of_many_pieces(tmp_path, monkeypatch):
     """Tiny pieces: every row gathers many pieces (a hot id's path)."""
     monkeypatch.setattr(oc, "PIECE_RUNS", 2)
