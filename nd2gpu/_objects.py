@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._backends.cpu import INLINE_PIXELS, TASKS_PER_WORKER
+from ._backends.cpu import INLINE_PIXELS
 from ._decode import inflate as _inflate
 from ._decode.frame import FrameHeader, _status_reason, parse_header
 from ._decode.plan import FrameJob, warn_versions, with_context
@@ -98,6 +98,9 @@ FLOAT_COLUMN_INDEX: dict[str, int] = {
 #: Inflated bytes scanned at a time, and compressed bytes fed to zlib at a time.
 PIECE_BYTES = 1 << 14
 INPUT_BYTES = 1 << 12
+#: Contiguous groups of frames per decode thread (each group measures its
+#: frames' sizes, then its frames; fewer groups, less hand-off).
+TASKS_PER_WORKER = 2
 #: The most bytes deflate can inflate one compressed byte to.
 MAX_DEFLATE_RATIO = 1032
 #: Compressed bytes read first for a frame's header.
