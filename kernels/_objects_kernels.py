@@ -602,7 +602,7 @@ def masks_overlap(
     ----------
     nrows : int
         The frame's rows.
-    order : int64[:]
+    order : int32[:]
         Scratch of at least ``2 * n_masks`` entries.
     counts : int32[:]
         Scratch of ``nrows + 1`` entries to sort the masks by first row (in

@@ -96,8 +96,8 @@ FLOAT_COLUMN_INDEX: dict[str, int] = {
 }
 
 #: Inflated bytes scanned at a time, and compressed bytes fed to zlib at a time.
-PIECE_BYTES = 1 << 14
-INPUT_BYTES = 1 << 12
+PIECE_BYTES = 1 << 15
+INPUT_BYTES = 1 << 13
 #: Contiguous groups of frames per decode thread (each group measures its
 #: frames' sizes, then its frames; fewer groups, less hand-off).
 TASKS_PER_WORKER = 2
@@ -425,7 +425,7 @@ class _Scratch:
         self.bounds = np.empty(0, np.int32)
         self.fill = np.empty(0, np.int32)
         self.bits = np.empty(0, np.uint64)
-        self.order = np.empty(0, np.int64)
+        self.order = np.empty(0, np.int32)
         self.no_rows = np.empty(0, np.int32)
 
     def prepare(self, header: FrameHeader, keep_labels: bool) -> None:
@@ -453,11 +453,17 @@ class _Scratch:
         if self.keep_values:
             _grow(self.mask_val, capacity)
 
-    def row_tables(self, n_row_ids: int) -> tuple[np.ndarray, np.ndarray]:
+    def row_table(self, n_row_ids: int) -> np.ndarray:
+        """``n_row_ids + 1`` entries of scratch, one per row id."""
         if self.bounds.shape[0] < n_row_ids + 1:
             _grow(self.bounds, n_row_ids + 1)
+        return self.bounds
+
+    def row_tables(self, n_row_ids: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two such tables (grouping runs by row in place)."""
+        if self.fill.shape[0] < n_row_ids + 1:
             _grow(self.fill, n_row_ids + 1)
-        return self.bounds, self.fill
+        return self.row_table(n_row_ids), self.fill
 
     def row_bits(self, ncols: int) -> np.ndarray:
         words = (ncols + 63) >> 6
@@ -716,7 +722,7 @@ def _runs_overlap(
     if scratch.order.shape[0] < 2 * n_masks:
         _grow(scratch.order, 2 * scratch.mask_label.shape[0])
     dense_rows = header.nrows <= ROWS_PER_RUN * n_runs + ROWS_ALWAYS
-    counts = scratch.row_tables(header.nrows)[0] if dense_rows else scratch.no_rows
+    counts = scratch.row_table(header.nrows) if dense_rows else scratch.no_rows
     outcome = ok.masks_overlap(
         scratch.run_col,
         scratch.run_len,
@@ -767,7 +773,7 @@ def _measure_resolved(
     scan_stream(payload, header, scratch, image, accumulate=False, keep_labels=True)
     n_runs = int(scratch.state[ok.S_N_RUNS])
     n_ids, row_of_id = _group_rows(scratch, header, n_runs)
-    bounds, _ = scratch.row_tables(n_ids)
+    bounds = scratch.row_table(n_ids)
     order = np.empty(n_runs, np.int64)
     ok.order_rows_stable(scratch.run_row, n_runs, n_ids, bounds, order)
     widest = int(np.diff(bounds[: n_ids + 1]).max(initial=0))

@@ -13,6 +13,7 @@ host) cross PCIe; the table's columns are CuPy arrays (host-backed
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -200,6 +201,7 @@ def regionprops_cuda(
     headers: list[FrameHeader] = []
     version_jobs: list[FrameJob] = []
     parts: list[RawTable] = []
+    in_flight: deque[tuple[Any, list[Any]]] = deque()
     stream = _stream()
     groups = [
         list(range(lo, min(lo + BATCH_FRAMES, len(seqs))))
@@ -235,12 +237,21 @@ def regionprops_cuda(
             batch = _Batch(
                 [seqs[i] for i in group], [image_index[i] for i in group], parsed
             )
-            part = _reduce_batch(
+            part, buffers = _reduce_batch(
                 table, batch, frame_shape, images, device_images, stream
             )
             if part is not None:
                 parts.append(part)
+            # A batch's device buffers live until its kernels are done; at most
+            # two batches are in flight.
+            if buffers:
+                done = numba_cuda().event()
+                done.record(stream)
+                in_flight.append((done, buffers))
+            if len(in_flight) > 2:
+                in_flight.popleft()[0].synchronize()
         stream.synchronize()
+        in_flight.clear()
     warn_versions(version_jobs, headers)
     return RawTable(
         _concatenate([p.frame for p in parts], np.int64),
@@ -269,10 +280,14 @@ def _reduce_batch(
     images: ImageSource | None,
     device_images: Any,
     stream: Any,
-) -> RawTable | None:
-    """Queue the reduction of one batch's runs; None when it has no object."""
+) -> tuple[RawTable | None, list[Any]]:
+    """Queue the reduction of one batch's runs.
+
+    Returns its rows (None when it has no object) and the device buffers its
+    kernels read, to keep until they are done.
+    """
     if table.n_runs == 0:
-        return None
+        return None, []
     frame_pixels = frame_shape[0] * frame_shape[1]
     piece_lo, piece_frame, piece_label = plan_pieces(
         table.starts,
@@ -285,21 +300,26 @@ def _reduce_batch(
     row_ptr, piece_order, row_frame, row_label = plan_rows(piece_frame, piece_label)
     n_rows = int(row_frame.shape[0])
     if n_rows == 0:
-        return None
+        return None, []
     n_pieces = int(piece_frame.shape[0])
     cuda = numba_cuda()
     block = _block()
     sm_count = _sm_count()
     ncols = np.int64(frame_shape[1])
 
+    buffers: list[Any] = []
+
     def up(host: np.ndarray) -> Any:
-        return cuda.to_device(np.ascontiguousarray(host), stream=stream)
+        device = cuda.to_device(np.ascontiguousarray(host), stream=stream)
+        buffers.append(device)
+        return device
 
     d_starts = up(table.starts)
     d_lengths = up(table.lengths)
     d_piece_lo = up(piece_lo)
     d_piece_base = up(piece_frame * frame_pixels)
     part_geo = cuda.device_array((n_pieces, oc.GEO_FIELDS), np.int64, stream=stream)
+    buffers.append(part_geo)
     grid, _ = oc.launch_config(n_pieces, block, sm_count)
     oc.geometry_kernel()[grid, block, stream](
         d_starts,
@@ -318,10 +338,12 @@ def _reduce_batch(
             if images.host_frames is None:
                 raise ValueError("an ImageSource needs device_array or host_frames")
             stack = _upload(_kernel_dtype(images.host_frames(batch.images)))
+            buffers.append(stack)
             piece_image = piece_frame
         part_val = cuda.device_array(
             (n_pieces, oc.VAL_FIELDS), np.float64, stream=stream
         )
+        buffers.append(part_val)
         oc.intensity_kernel(stack.dtype.name)[grid, block, stream](
             d_starts,
             d_lengths,
@@ -337,6 +359,7 @@ def _reduce_batch(
         has_val = 1
     else:
         part_val = cuda.device_array((1, oc.VAL_FIELDS), np.float64, stream=stream)
+        buffers.append(part_val)
         has_val = 0
     out_int = _empty((oc.INT_OUT, n_rows), np.int64)
     out_float = _empty((oc.FLOAT_OUT, n_rows), np.float64)
@@ -352,7 +375,10 @@ def _reduce_batch(
         _kernel_arg(out_float),
     )
     seqs = np.asarray(batch.seqs, np.int64)
-    return RawTable(_upload(seqs[row_frame]), _upload(row_label), out_int, out_float)
+    table_rows = RawTable(
+        _upload(seqs[row_frame]), _upload(row_label), out_int, out_float
+    )
+    return table_rows, buffers
 
 
 # ---------------------------------------------------------------------- columns
