@@ -657,16 +657,17 @@ def measure_frame(
     floats: tuple[np.ndarray, ...],
     row0: int,
     row_end: int,
+    header: FrameHeader | None = None,
 ) -> tuple[FrameHeader, int]:
     """Measure one frame into rows ``row0:row_end`` of the columns; return its
-    header and the rows written.
+    header and the rows written. ``header``: the payload's, when already read.
 
     Raises
     ------
     DecodeError
         As ``parse_payload`` would for this payload and expected shape.
     """
-    header = frame_header(payload)
+    header = frame_header(payload) if header is None else header
     mismatch = header.shape != expected_shape
     scan_stream(
         payload,
@@ -842,17 +843,20 @@ def _image_for_kernel(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return frame
 
 
-def _frame_capacity(index: ChunkIndex, job: ObjectJob) -> int:
-    """Most rows a frame can give: one per id, per mask its header claims, and
-    per mask record its compressed size can inflate to."""
+def _frame_capacity(
+    index: ChunkIndex, job: ObjectJob
+) -> tuple[int, FrameHeader | None]:
+    """Most rows a frame can give (one per id, per mask its header claims, per
+    mask record its compressed size can inflate to), and its header."""
     try:
         data = _payload(index, job)
         if data is None:
-            return 0
-        records = len(data) * MAX_DEFLATE_RATIO // (4 * MASK_WORDS) + 1
-        return min(frame_header(data).nmasks, MAX_LABEL, records)
+            return 0, None
+        header = frame_header(data)
     except DecodeError:
-        return 0  # raised again, in job order, when the frame is measured
+        return 0, None  # raised again, in job order, when the frame is measured
+    records = len(data) * MAX_DEFLATE_RATIO // (4 * MASK_WORDS) + 1
+    return min(header.nmasks, MAX_LABEL, records), header
 
 
 def _run_parallel(
@@ -893,10 +897,14 @@ def _table_cpu(
     value_dtype = None if images is None else ok.value_dtype(images.dtype)
     with source.reading() as index:
 
-        def capacities(group: Sequence[ObjectJob], _: int) -> list[int]:
+        def capacities(
+            group: Sequence[ObjectJob], _: int
+        ) -> list[tuple[int, FrameHeader | None]]:
             return [_frame_capacity(index, job) for job in group]
 
-        caps = _run_parallel(jobs, capacities)
+        sized = _run_parallel(jobs, capacities)
+        known = [header for _, header in sized]
+        caps = [cap for cap, _ in sized]
         offsets = np.concatenate([[0], np.cumsum(caps, dtype=np.int64)])
         total = int(offsets[-1])
         check_allocation(8 * total * len(names), None, f"a table of {total} rows")
@@ -948,6 +956,7 @@ def _table_cpu(
                                 float_cols,
                                 int(offsets[first + k]),
                                 int(offsets[first + k + 1]),
+                                known[first + k],
                             )
                         )
                     except DecodeError as e:
