@@ -134,17 +134,22 @@ def rounds(
     dense: Callable[[], object],
     n_rounds: int,
     per_round: int,
+    warmup: int,
 ) -> dict[str, float]:
-    """Rounds of ``per_round`` calls of ``runs`` (the fastest kept) then one of
-    ``dense``, after a warm-up call of each: adjacent calls see the same load.
+    """Rounds of: ``warmup`` untimed calls of ``runs``, ``per_round`` timed
+    ones (their median kept), then one timed call of ``dense``. Each reader is
+    timed in its steady state (on this machine the second CPU takes some
+    calls to come back after the single-threaded dense call), and adjacent
+    timings see the same load.
 
     Returns the median seconds of each and the median of the per-round ratios.
     """
-    runs()
     dense()
     fast, slow, ratios = [], [], []
     for _ in range(n_rounds):
-        best = min(_seconds(runs) for _ in range(per_round))
+        for _ in range(warmup):
+            runs()
+        best = statistics.median(_seconds(runs) for _ in range(per_round))
         once = _seconds(dense)
         fast.append(best)
         slow.append(once)
@@ -193,7 +198,9 @@ def peak_extra_bytes(run: Callable[[], dict]) -> tuple[int, int]:
     return peak - size, size
 
 
-def bench_cpu(path: Path, n_frames: int, repeats: int, dense_repeats: int) -> dict:
+def bench_cpu(
+    path: Path, n_frames: int, repeats: int, dense_repeats: int, warmup: int
+) -> dict:
     runs_table = table_from_runs(path)
     check_equal(runs_table, table_from_dense(path), f"{path.name}: runs vs dense")
     seconds = rounds(
@@ -201,6 +208,7 @@ def bench_cpu(path: Path, n_frames: int, repeats: int, dense_repeats: int) -> di
         lambda: table_from_dense(path),
         dense_repeats,
         repeats,
+        warmup,
     )
     extra, table_bytes = peak_extra_bytes(lambda: table_from_runs(path))
     dense_extra, _ = peak_extra_bytes(lambda: table_from_dense(path))
@@ -253,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     parser.add_argument("--size", type=int, default=FRAME_SHAPE[0], help="frame side")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="calls from the runs per round"
+        "--repeats", type=int, default=5, help="timed calls from the runs per round"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=10, help="untimed calls from the runs per round"
     )
     parser.add_argument(
         "--dense-repeats", type=int, default=5, help="rounds (one dense call each)"
@@ -288,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             path, stats = build(Path(tmp), name, args.frames, args.size)
             row = {
                 **stats,
-                **bench_cpu(path, args.frames, args.repeats, args.dense_repeats),
+                **bench_cpu(
+                    path, args.frames, args.repeats, args.dense_repeats, args.warmup
+                ),
             }
             if "cuda" in devices:
                 row.update(bench_cuda(path, args.frames, args.repeats))
@@ -314,9 +327,9 @@ def markdown_table(report: dict, devices: list[str]) -> str:
         f"{report['frame_shape'][0]}x{report['frame_shape'][1]} per workload; load "
         f"average {report['load_average_before']:.2f} before, "
         f"{report['load_average_after']:.2f} after. File -> table (label, area, bbox, "
-        "centroid), ms per frame: medians over rounds of (fastest of several calls "
-        "from the runs, one dense call); speed-up: median (min-max) of the "
-        "rounds' ratios.",
+        "centroid), ms per frame: medians over rounds of (median of several calls "
+        "from the runs after untimed ones, then one dense call); speed-up: median "
+        "(min-max) of the rounds' ratios.",
         "",
         "| workload | objects/frame | runs/frame | dense decode + skimage ms/frame "
         "| from the runs ms/frame | speed-up | peak extra bytes (runs) "
