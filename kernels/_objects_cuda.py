@@ -152,7 +152,7 @@ def launch_config(n_items: int, block: int, sm_count: int | None) -> tuple[int, 
 # --- group reductions ---------------------------------------------------------
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, inline="always")
 def _min_nan(a: float, b: float) -> float:
     """min that keeps NaN, as numpy's does."""
     if b < a or b != b:
@@ -160,7 +160,7 @@ def _min_nan(a: float, b: float) -> float:
     return a
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, inline="always")
 def _max_nan(a: float, b: float) -> float:
     if b > a or b != b:
         return b

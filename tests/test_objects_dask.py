@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pandas
 import pytest
+from kernel_cases import needs_cuda
 from test_objects import ALL
 
 import nd2gpu
@@ -121,3 +122,14 @@ def test_on_a_process_cluster(make_nd2):
     np.testing.assert_allclose(
         per_file[str(path)], expected[expected["path"] == str(path)]["area"].sum()
     )
+
+
+@needs_cuda
+@pytest.mark.usefixtures("fast_thread_switching")
+def test_partitions_measured_on_cuda(make_nd2):
+    path, _ = make_nd2(loops=(("T", 2),), frame_shape=(6, 7))
+    on_cpu = nd2gpu.regionprops_dask(path, frames_per_chunk=1)
+    on_cuda = nd2gpu.regionprops_dask(path, frames_per_chunk=1, device="cuda")
+    got = on_cuda.compute(scheduler="sync")
+    assert_frames_equal(got, on_cpu.compute(scheduler="sync"))
+    assert type(got["area"].to_numpy()) is np.ndarray
