@@ -10,9 +10,13 @@ A frame is measured without a label image and without its whole run table:
    intensity image, sum / min / max of the pixels under the run) and keeps only
    ``(col, length, row)`` of each run, in the narrowest integer type the frame
    allows (6 bytes a run for frames up to 65535 x 65535).
-2. ``rows_overlap`` groups the kept runs by row (in place) and checks each row
-   with ``_overlap_kernels.frame_has_overlap`` (a row-sized bitmap): runs of
-   different rows never overlap.
+2. ``masks_overlap`` rules overlaps in or out mask by mask: when every mask's
+   runs come sorted (checked while scanning), only masks whose bounding boxes
+   meet can overlap, and those pairs are merge-checked on the rows they share.
+   Otherwise, or when that would take more than a few steps per run,
+   ``sort_rows_in_place`` groups the kept runs by row and ``rows_overlap``
+   checks each row with ``_overlap_kernels.frame_has_overlap`` (a row-sized
+   bitmap): runs of different rows never overlap.
 3. Only for a frame where some runs overlap, a *resolve* pass scans the stream
    again keeping each run's label too; ``accumulate_resolved`` groups the runs
    by row in stream order and rewrites each overlapping row with
@@ -22,8 +26,9 @@ A frame is measured without a label image and without its whole run table:
    and objects left without pixels, and writes the frame's rows, sorted by
    label, into the output columns.
 
-Everything is O(runs) in time and memory (plus O(rows + columns / 64) for
-the row grouping and the row bitmap), whatever the frame size.
+Everything is O(runs + masks) in time and memory (plus O(rows + columns / 64)
+for sorting masks and runs by row and for the row bitmap; frames with far more
+rows than runs use ``compact_row_ids`` instead), whatever the frame size.
 
 ``plan_pieces`` and ``plan_rows`` prepare a batch's run table for the CUDA
 reduction (``_objects_cuda``).
