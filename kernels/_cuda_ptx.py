@@ -509,10 +509,10 @@ def check_build(report: dict[str, Any]) -> list[str]:
             f"spills {report['spill_stores']} bytes stores, "
             f"{report['spill_loads']} bytes loads"
         )
-    if report["static_shared"] > entry.static_shared:
+    if report["static_shared"] > entry.declared_static_shared():
         problems.append(
             f"{report['static_shared']} bytes of static shared memory, the entry "
-            f"declares {entry.static_shared}"
+            f"declares {entry.declared_static_shared()}"
         )
     for config in launches(entry, arch):
         problems += launch_problems(entry, config, arch, report["static_shared"])

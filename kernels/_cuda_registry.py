@@ -51,6 +51,7 @@ __all__ = [
     "KERNELS",
     "MAX_GRID_X",
     "MAX_THREADS_PER_BLOCK",
+    "OBJECT_IMAGE_DTYPES",
     "SHARED_PER_BLOCK",
     "Architecture",
     "DeviceShape",
@@ -177,14 +178,18 @@ class KernelEntry:
     function : str
         The kernel's Python function (undecorated) in that module.
     signature : str
-        The module constant holding the kernel's numba signature.
+        The module constant holding the kernel's numba signature (with
+        ``variant``: a dict of signatures, one per variant).
     launch : str
         The module's pure launch function, ``launch(device, **problem)``.
     problems : tuple of dict
         Keyword arguments of ``launch`` to check, small to huge.
-    static_shared : int
+    static_shared : int or str
         Bytes of static shared memory the kernel declares (ptxas must report no
-        more).
+        more), or the module constant that holds them.
+    variant : str, optional
+        The key of the signature in ``signature``'s dict (a kernel compiled for
+        several argument types, e.g. one per image dtype).
     """
 
     name: str
@@ -193,7 +198,14 @@ class KernelEntry:
     signature: str
     launch: str
     problems: tuple[Mapping[str, int], ...]
-    static_shared: int = 0
+    static_shared: int | str = 0
+    variant: str | None = None
+
+    def declared_static_shared(self) -> int:
+        """Bytes of static shared memory the kernel declares."""
+        if isinstance(self.static_shared, str):
+            return int(getattr(self.load(), self.static_shared))
+        return self.static_shared
 
     def load(self) -> ModuleType:
         """The kernel module (imports ``numba.cuda``)."""
@@ -206,7 +218,10 @@ class KernelEntry:
 
     def argument_types(self) -> tuple[Any, ...]:
         """The signature's argument types, in order."""
-        return tuple(getattr(self.load(), self.signature).args)
+        signature = getattr(self.load(), self.signature)
+        if self.variant is not None:
+            signature = signature[self.variant]
+        return tuple(signature.args)
 
     def launch_function(self) -> Callable[..., LaunchConfig | None]:
         return getattr(self.load(), self.launch)
@@ -215,6 +230,24 @@ class KernelEntry:
         """The kernel's parameter names, in order."""
         return tuple(inspect.signature(self.python_function()).parameters)
 
+
+#: The image dtypes the objects kernel ``_reduce_intensity`` is compiled for.
+OBJECT_IMAGE_DTYPES = (
+    "uint8",
+    "int8",
+    "uint16",
+    "int16",
+    "uint32",
+    "int32",
+    "float32",
+    "float64",
+)
+_OBJECT_PROBLEMS: tuple[Mapping[str, int], ...] = (
+    {"n_items": 1},
+    {"n_items": 100_000},
+    {"n_items": 2**31 + 5},
+    {"n_items": 2**40},
+)
 
 #: One entry per numba-CUDA kernel of nd2gpu.kernels.
 KERNELS: tuple[KernelEntry, ...] = (
@@ -231,6 +264,37 @@ KERNELS: tuple[KernelEntry, ...] = (
             {"n_runs": 2**31 + 3, "total": 2**32 + 9},
             {"n_runs": 2**34, "total": 2**40},
         ),
+    ),
+    KernelEntry(
+        "objects_geometry",
+        "_objects_cuda",
+        "_reduce_geometry",
+        "GEOMETRY_SIGNATURE",
+        "objects_launch",
+        _OBJECT_PROBLEMS,
+        static_shared="GEOMETRY_SHARED_BYTES",
+    ),
+    *(
+        KernelEntry(
+            f"objects_intensity_{dtype}",
+            "_objects_cuda",
+            "_reduce_intensity",
+            "INTENSITY_SIGNATURES",
+            "objects_launch",
+            _OBJECT_PROBLEMS,
+            static_shared="INTENSITY_SHARED_BYTES",
+            variant=dtype,
+        )
+        for dtype in OBJECT_IMAGE_DTYPES
+    ),
+    KernelEntry(
+        "objects_combine",
+        "_objects_cuda",
+        "_combine_rows",
+        "COMBINE_SIGNATURE",
+        "objects_launch",
+        _OBJECT_PROBLEMS,
+        static_shared="COMBINE_SHARED_BYTES",
     ),
 )
 

@@ -21,6 +21,7 @@ from ._decode.frame import decode_binary_mask
 from ._errors import DecodeError, DeviceUnavailableError
 from ._layers import BinaryLayer, BinaryLayers
 from ._nd2file import ND2File
+from ._objects_dask import regionprops_dask
 from ._write.nd2_writer import write_nd2
 
 try:
@@ -41,6 +42,7 @@ __all__ = [
     "is_legacy",
     "is_supported_file",
     "nd2_to_tiff",
+    "regionprops_dask",
     "rescue_nd2",
     "structures",
     "write_nd2",

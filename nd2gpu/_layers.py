@@ -19,6 +19,7 @@ from ._decode.plan import FrameJob, with_context
 from ._device import DeviceRequest, check_request, cuda_status, resolve_device
 from ._errors import DecodeError
 from ._format.layer_metadata import LayerMeta
+from ._objects import DEFAULT_PROPERTIES
 from ._typing import Array, FrameIndex
 
 if TYPE_CHECKING:
@@ -465,6 +466,75 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
 
         return layer_to_dask(self, _request(device, self._device), frames_per_chunk)
 
+    def regionprops_table(
+        self,
+        frames: FrameIndex | None = None,
+        *,
+        properties: str | Sequence[str] = DEFAULT_PROPERTIES,
+        intensity: Any = None,
+        device: DeviceRequest | None = None,
+    ) -> dict[str, Array]:
+        """Measure the objects of each frame, straight from the mask runs.
+
+        The columns are those of ``skimage.measure.regionprops_table`` (and
+        cuCIM's) on the label image ``layer[i]`` of each frame, plus ``frame``;
+        no label image is built. ``pandas.DataFrame(table)`` (``cudf.DataFrame``
+        for CuPy columns) makes a data frame of it. See docs/objects.md.
+
+        Parameters
+        ----------
+        frames : int, slice, range, sequence of int, or integer/bool array, optional
+            The frames to measure, as in ``decode`` (without repeats); None
+            measures every frame. Frames without a mask give no rows.
+        properties : sequence of str
+            Any of "label", "area", "bbox", "centroid", "intensity_mean",
+            "intensity_min", "intensity_max".
+        intensity : array, int or str, optional
+            For the intensity columns: the frames' images, ``(len(frames), Y,
+            X)`` in the order of ``frames`` (``(Y, X)`` for one integer frame)
+            or the layer's whole ``(*coordinate_shape, Y, X)``, NumPy or CuPy;
+            or a channel of the file, by index or name, read with nd2.
+        device : {"cpu", "cuda", "auto"}, optional
+            Where to measure; None uses the file's device. "cuda" gives CuPy
+            columns.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray or cupy.ndarray
+            Equal-length columns ``frame``, ``label``, ``area``, ``bbox-0`` ..
+            ``bbox-3``, ``centroid-0``, ``centroid-1``, ``intensity_*`` (the
+            ones asked for), rows sorted by (frame, label); dtypes as skimage's.
+
+        Raises
+        ------
+        ValueError
+            For an unknown property, intensity columns without ``intensity``,
+            an intensity of the wrong shape, or repeated frames.
+        DecodeError
+            If a frame's data are corrupt (naming file, layer, frame, offset).
+
+        Examples
+        --------
+        >>> with nd2gpu.ND2File("cells.nd2") as f:  # doctest: +SKIP
+        ...     table = f.binary_data[0].regionprops_table()
+        >>> pandas.DataFrame(table)  # doctest: +SKIP
+        """
+        from ._objects import regionprops_table
+
+        seqs, single = (
+            (range(len(self)), False)
+            if frames is None
+            else frame_indices(frames, len(self))
+        )
+        return regionprops_table(
+            [(0, self)],
+            seqs,
+            single=single,
+            properties=properties,
+            intensity=intensity,
+            device=_request(device, self._device),
+        )
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         """NumPy array of the layer (always on the host)."""
         array = self.asarray(device="cpu")
@@ -598,6 +668,40 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
 
         default = self._data[0].device_request if self._data else None
         return layers_to_dask(self, _request(device, default), frames_per_chunk)
+
+    def regionprops_table(
+        self,
+        frames: FrameIndex | None = None,
+        *,
+        properties: str | Sequence[str] = DEFAULT_PROPERTIES,
+        intensity: Any = None,
+        device: DeviceRequest | None = None,
+    ) -> dict[str, Array]:
+        """Measure the objects of every layer: ``BinaryLayer.regionprops_table``
+        with a ``layer`` column (the layer's index in the file) first.
+
+        Parameters and errors are those of ``BinaryLayer.regionprops_table``;
+        ``frames`` and ``intensity`` apply to every layer. Rows are sorted by
+        (layer, frame, label).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray or cupy.ndarray
+        """
+        from ._objects import regionprops_table
+
+        n = len(self._data[0]) if self._data else 0
+        seqs, single = (range(n), False) if frames is None else frame_indices(frames, n)
+        default = self._data[0].device_request if self._data else None
+        return regionprops_table(
+            list(enumerate(self._data)),
+            seqs,
+            single=single,
+            properties=properties,
+            intensity=intensity,
+            device=_request(device, default),
+            layer_column=True,
+        )
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         """NumPy array of all layers (always on the host)."""

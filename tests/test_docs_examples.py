@@ -40,7 +40,12 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 REQUIRES = re.compile(r"^<!--\s*requires:\s*(?P<names>[^>]*?)\s*-->$")
 #: Modules whose import in a Python block implies requirements.
-IMPLIED = {"torch": {"torch"}, "cupy": {"cuda"}, "dask_cuda": {"cuda", "dask_cuda"}}
+IMPLIED = {
+    "torch": {"torch"},
+    "cupy": {"cuda"},
+    "cudf": {"cuda", "cudf"},
+    "dask_cuda": {"cuda", "dask_cuda"},
+}
 IMPORT = re.compile(r"^\s*(?:import|from)\s+(?P<module>[\w]+)", re.MULTILINE)
 #: Seconds one document's examples may take.
 TIMEOUT = 240

@@ -60,7 +60,7 @@ def test_launch_fits_the_architecture(case):
     entry, problem, arch = case
     config = entry.launch_function()(arch, **problem)
     assert config is not None
-    assert launch_problems(entry, config, arch, entry.static_shared) == []
+    assert launch_problems(entry, config, arch, entry.declared_static_shared()) == []
 
 
 @pytest.mark.parametrize("entry", KERNELS, ids=[k.name for k in KERNELS])

@@ -1,10 +1,11 @@
-"""The ``nd2gpu`` command: inspect, export and benchmark the binary layers of ND2 files.
+"""The ``nd2gpu`` command: inspect, export, measure and benchmark binary layers.
 
 ::
 
     nd2gpu info [FILE ...] [--json] [--objects]
     nd2gpu export FILE OUT [--format {zarr,tiff}] [--overwrite] [-q] ...
     nd2gpu bench [FILE] [--json] [--repeats N] [--device {all,cpu,cuda}]
+    nd2gpu objects FILE [-o TABLE.csv|TABLE.parquet] [--layer L] [--device D]
 
 Each command lives in its own module, which registers it (``add_parser``); a new
 command is one module and one entry in `COMMANDS`. Exit statuses: 0 success, 1
@@ -24,11 +25,11 @@ import nd2
 
 from .. import __version__
 from .._write.outputs import OutputRefusedError
-from . import bench, export, info
+from . import bench, export, info, objects
 from .common import PROG, USER_ERRORS, UsageError, error_line, sample_path
 
 #: The commands, in the order ``--help`` lists them: modules with ``add_parser``.
-COMMANDS: tuple[ModuleType, ...] = (info, export, bench)
+COMMANDS: tuple[ModuleType, ...] = (info, export, bench, objects)
 
 #: Errors reported with exit status 2: the command cannot run as given.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (

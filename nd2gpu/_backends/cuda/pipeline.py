@@ -25,7 +25,7 @@ from ..._decode.pool import thread_pool
 from ..._errors import DecodeError
 from ..._format.chunk_index import ChunkIndex
 from ...kernels._overlap_kernels import frame_has_overlap, resolve_later_wins
-from ...kernels._run_table import stage_runs
+from ...kernels._run_table import RunTable, stage_runs
 from .arrays import clear
 from .expander import StagingBuffers, shared_expander
 
@@ -115,6 +115,17 @@ def parse_frame(
         return ParsedFrame.of(header, out[0][:k], out[1][:k], out[2][:k])
     return ParsedFrame.of(
         header, starts[:n].copy(), lengths[:n].copy(), values[:n].copy()
+    )
+
+
+def batch_table(frames: Sequence[ParsedFrame]) -> RunTable:
+    """One run table of several parsed frames' runs, in order."""
+    if not frames:
+        return RunTable.from_runs([], [], [])
+    return RunTable.from_runs(
+        np.concatenate([f.starts for f in frames]),
+        np.concatenate([f.lengths for f in frames]),
+        np.concatenate([f.values for f in frames]),
     )
 
 

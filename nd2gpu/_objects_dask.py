@@ -1,0 +1,196 @@
+"""Object tables as dask data frames: whole files, or many, measured on a cluster.
+
+One partition per layer and run of consecutive frames (cut as ``to_dask`` cuts
+its blocks). A task holds the layer itself, which pickles as its source and
+metadata, so it runs on any worker that can read the file; workers measure
+with ``BinaryLayer.regionprops_table`` and return a pandas data frame.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._dask import _blocks, _loop_chunks
+from ._device import DeviceRequest, check_request, to_numpy
+from ._layers import BinaryLayer, BinaryLayers
+from ._objects import DEFAULT_PROPERTIES, check_properties, column_dtype, table_columns
+
+if TYPE_CHECKING:
+    import dask.dataframe
+    import pandas
+
+__all__ = ["objects_partition", "regionprops_dask"]
+
+Source = (
+    BinaryLayer
+    | BinaryLayers
+    | str
+    | os.PathLike[str]
+    | Sequence[str | os.PathLike[str]]
+)
+
+
+def _frame_runs(layer: BinaryLayer, frames_per_chunk: int) -> list[range]:
+    """Runs of consecutive frames of at most ``frames_per_chunk`` (``to_dask``'s)."""
+    shape = tuple(layer.coordinate_shape)
+    return [
+        seqs for _, seqs, _ in _blocks(shape, _loop_chunks(shape, frames_per_chunk))
+    ]
+
+
+def objects_partition(
+    layer: BinaryLayer,
+    seqs: range,
+    properties: tuple[str, ...],
+    intensity: int | str | None,
+    device: DeviceRequest | None,
+    layer_index: int | None,
+    path: str | None,
+) -> pandas.DataFrame:
+    """One partition: the table of frames ``seqs`` of ``layer`` as pandas.
+
+    The task function of ``regionprops_dask``; ``layer`` arrives pickled on
+    worker processes. Columns measured on a GPU are copied to the host.
+    """
+    import pandas
+
+    table = layer.regionprops_table(
+        seqs, properties=properties, intensity=intensity, device=device
+    )
+    n = len(table["frame"])
+    columns: dict[str, Any] = {}
+    if path is not None:
+        columns["path"] = pandas.Series([path] * n, dtype=object)
+    if layer_index is not None:
+        columns["layer"] = np.full(n, layer_index, np.int64)
+    for name, column in table.items():
+        columns[name] = to_numpy(column)
+    return pandas.DataFrame(columns)
+
+
+def _meta(names: Sequence[str], with_path: bool) -> pandas.DataFrame:
+    import pandas
+
+    columns: dict[str, Any] = {}
+    if with_path:
+        columns["path"] = pandas.Series([], dtype=object)
+    for name in names:
+        columns[name] = np.empty(0, column_dtype(name))
+    return pandas.DataFrame(columns)
+
+
+def regionprops_dask(
+    source: Source,
+    *,
+    frames_per_chunk: int = 16,
+    properties: str | Sequence[str] = DEFAULT_PROPERTIES,
+    intensity: int | str | None = None,
+    device: DeviceRequest | None = None,
+) -> dask.dataframe.DataFrame:
+    """A dask data frame of the object tables of layers, files or many files.
+
+    Parameters
+    ----------
+    source : BinaryLayer, BinaryLayers, path, or sequence of paths
+        What to measure: one layer; every layer of a file (a ``layer`` column,
+        the layer's index in the file); or ND2 files by path (``path`` and
+        ``layer`` columns). Files are opened here only to read their metadata;
+        the workers read the masks.
+    frames_per_chunk : int
+        The most frames in one partition (a run of consecutive frames of one
+        layer, cut as ``to_dask`` cuts its blocks).
+    properties : sequence of str
+        As in ``BinaryLayer.regionprops_table``.
+    intensity : int or str, optional
+        A channel of the file(s) (index or name) for the intensity columns.
+    device : {"cpu", "cuda", "auto"}, optional
+        Where each partition is measured (checked by the workers); the
+        partitions are pandas data frames either way.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Columns ``[path,] [layer,] frame``, then the properties' columns, as
+        ``BinaryLayer.regionprops_table`` gives them; partitions in order of
+        file, layer and frame. Nothing is measured until computed.
+
+    Raises
+    ------
+    TypeError
+        If ``source`` or ``intensity`` is of another kind.
+    ValueError
+        For an unknown property or ``frames_per_chunk`` below 1.
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster  # doctest: +SKIP
+    >>> with LocalCluster(n_workers=4) as cluster, Client(cluster):  # doctest: +SKIP
+    ...     df = nd2gpu.regionprops_dask(["a.nd2", "b.nd2"], frames_per_chunk=64)
+    ...     areas = df.groupby("path")["area"].mean().compute()
+    """
+    import dask.dataframe as dd
+
+    props = check_properties(properties)
+    device = check_request(device)
+    _loop_chunks((1,), frames_per_chunk)  # checks frames_per_chunk
+    if intensity is not None and (
+        isinstance(intensity, bool) or not isinstance(intensity, (int, str))
+    ):
+        raise TypeError(
+            "regionprops_dask takes intensity as a channel of the file (index or "
+            f"name), not {type(intensity).__name__}: arrays do not travel to workers"
+        )
+    with_path = False
+    layer_column = True
+    parts: list[tuple[BinaryLayer, int | None, str | None]] = []
+    if isinstance(source, BinaryLayer):
+        parts = [(source, None, None)]
+        layer_column = False
+    elif isinstance(source, BinaryLayers):
+        parts = [(layer, i, None) for i, layer in enumerate(source)]
+    else:
+        paths = _paths(source)
+        with_path = True
+        for path in paths:
+            parts += [(layer, i, path) for i, layer in enumerate(_file_layers(path))]
+    names = table_columns(props, layer_column)
+    args = [
+        (layer, seqs, props, intensity, device, layer_index, path)
+        for layer, layer_index, path in parts
+        for seqs in _frame_runs(layer, frames_per_chunk)
+    ]
+    meta = _meta(names, with_path)
+    if not args:
+        return dd.from_pandas(meta, npartitions=1)
+    return dd.from_map(
+        _partition, args, meta=meta, enforce_metadata=False, label="nd2gpu-objects"
+    )
+
+
+def _partition(args: tuple[Any, ...]) -> pandas.DataFrame:
+    return objects_partition(*args)
+
+
+def _paths(source: Any) -> list[str]:
+    if isinstance(source, (str, os.PathLike)):
+        return [os.fspath(source)]
+    if isinstance(source, Sequence) and all(
+        isinstance(p, (str, os.PathLike)) for p in source
+    ):
+        return [os.fspath(p) for p in source]
+    raise TypeError(
+        "source must be a BinaryLayer, BinaryLayers, a path or a sequence of "
+        f"paths, not {type(source).__name__}"
+    )
+
+
+def _file_layers(path: str) -> list[BinaryLayer]:
+    from ._nd2file import ND2File
+
+    with ND2File(path) as f:
+        layers = f.binary_data
+        return [] if layers is None else list(layers)
