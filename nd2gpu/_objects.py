@@ -199,6 +199,7 @@ class Images:
         if self.array is None:
             import nd2
 
+            assert self.path is not None  # a channel of a file
             with nd2.ND2File(self.path) as f:
                 shape = (self.n_channels, *self.frame_shape)
                 yield lambda seq: np.reshape(f.read_frame(seq), shape)[self.channel]
@@ -235,7 +236,9 @@ def check_images(
     TypeError
         If it is neither an array nor a channel index or name.
     """
-    shapes = {tuple(layer.frame_shape) for layer in layers} - {(0, 0)}
+    shapes: set[tuple[int, int]] = {
+        (int(layer.frame_shape[0]), int(layer.frame_shape[1])) for layer in layers
+    } - {(0, 0)}
     if len(shapes) > 1:
         raise ValueError(
             "the layers have frames of different shapes "
@@ -247,7 +250,8 @@ def check_images(
     if isinstance(intensity, (str, int, np.integer)) and not isinstance(
         intensity, bool
     ):
-        return _check_channel(intensity, layers[0].path if layers else "", frame_shape)
+        channel = intensity if isinstance(intensity, str) else int(intensity)
+        return _check_channel(channel, layers[0].path if layers else "", frame_shape)
     if not hasattr(intensity, "shape") or not hasattr(intensity, "dtype"):
         raise TypeError(
             "intensity must be an array (NumPy, CuPy, ...) of the frames' images, "
@@ -259,8 +263,8 @@ def check_images(
         raise TypeError(f"intensity must hold numbers, not {dtype}")
     shape = tuple(int(n) for n in intensity.shape)
     if frame_shape is None:  # no masks: nothing will be measured
-        yx = shape[-2:] if len(shape) >= 2 else (0, 0)
-        return Images(array=intensity, frame_shape=yx, dtype=dtype)  # type: ignore[arg-type]
+        yx = (shape[-2], shape[-1]) if len(shape) >= 2 else (0, 0)
+        return Images(array=intensity, frame_shape=yx, dtype=dtype)
     if shape == (n_asked, *frame_shape):
         return Images(array=intensity, frame_shape=frame_shape, dtype=dtype)
     if single and shape == frame_shape:
@@ -1003,11 +1007,11 @@ def _table_cuda(
     from ._backends.cuda import objects as cuda_objects
 
     parts = []
-    for (layer_index, layer), group in itertools.groupby(
+    for (layer_index, layer), grouped in itertools.groupby(
         jobs, key=lambda job: (job.layer_index, job.layer)
     ):
-        group = list(group)
-        frame_shape = tuple(layer.frame_shape)
+        group = list(grouped)
+        frame_shape = (int(layer.frame_shape[0]), int(layer.frame_shape[1]))
         if frame_shape == (0, 0):
             continue  # no frame of the layer has a mask
         source = None
@@ -1020,7 +1024,7 @@ def _table_cuda(
             layer.source,
             layer.meta,
             [job.seq for job in group],
-            frame_shape,  # type: ignore[arg-type]
+            frame_shape,
             [job.image for job in group],
             source,
         )

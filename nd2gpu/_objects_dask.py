@@ -151,7 +151,7 @@ def regionprops_dask(
         parts = [(source, None, None)]
         layer_column = False
     elif isinstance(source, BinaryLayers):
-        parts = [(layer, i, None) for i, layer in enumerate(source)]
+        parts = [(layer, i, None) for i, layer in enumerate(layer for layer in source)]
     else:
         paths = _paths(source)
         with_path = True
@@ -193,4 +193,4 @@ def _file_layers(path: str) -> list[BinaryLayer]:
 
     with ND2File(path) as f:
         layers = f.binary_data
-        return [] if layers is None else list(layers)
+        return [] if layers is None else [layer for layer in layers]

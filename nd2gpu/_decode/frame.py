@@ -51,7 +51,7 @@ class FrameHeader:
         return self.nrows * self.ncols
 
 
-def parse_header(payload: bytes) -> FrameHeader:
+def parse_header(payload: bytes | memoryview) -> FrameHeader:
     """Read and check a payload's frame header, inflating only its first 28 bytes.
 
     Raises

@@ -140,7 +140,7 @@ def _output(
 def _choose_layers(
     layers: BinaryLayers, which: str | None
 ) -> list[tuple[int, BinaryLayer]]:
-    everything = list(enumerate(layers))
+    everything = list(enumerate([layer for layer in layers]))
     if which is None:
         return everything
     for index, layer in everything:
