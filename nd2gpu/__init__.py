@@ -21,7 +21,7 @@ from ._decode.frame import decode_binary_mask
 from ._errors import DecodeError, DeviceUnavailableError
 from ._layers import BinaryLayer, BinaryLayers
 from ._nd2file import ND2File
-from ._objects_dask import regionprops_dask
+from ._objects.dask import regionprops_dask
 from ._write.nd2_writer import write_nd2
 
 try:

@@ -29,7 +29,6 @@ from skimage.measure import regionprops_table as skimage_table
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu import _objects
 from nd2gpu._format.container import binary_frame_chunk_name
 from nd2gpu._objects import (
     DEFAULT_PROPERTIES,
@@ -37,6 +36,7 @@ from nd2gpu._objects import (
     PROPERTIES,
     PROPERTY_COLUMNS,
 )
+from nd2gpu._objects import cpu as _objects
 
 ALL = DEFAULT_PROPERTIES + INTENSITY_PROPERTIES
 PREFIX = b"\x00\x00\x00\x00"

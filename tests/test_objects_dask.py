@@ -11,7 +11,7 @@ from kernel_cases import needs_cuda
 from test_objects import ALL
 
 import nd2gpu
-from nd2gpu._objects_dask import objects_partition
+from nd2gpu._objects.dask import objects_partition
 
 
 def frame_of(table: dict) -> pandas.DataFrame:

@@ -1,6 +1,6 @@
 """The streaming scan validates exactly what the decode path's parser validates.
 
-``nd2gpu._objects.scan_stream`` inflates a payload a piece at a time and scans
+``nd2gpu._objects.cpu.scan_stream`` inflates a payload a piece at a time and scans
 the pieces with ``_objects_kernels.scan_words``; ``nd2gpu._decode.frame.
 parse_payload`` inflates it whole and parses it with ``parse_frame_runs``.
 For every payload both must raise the same ``DecodeError`` (reason and byte
@@ -22,10 +22,11 @@ from streams import payload, stream_words
 from test_objects import assert_tables_equal, measure, reference_table, write_streams
 
 import nd2gpu
-from nd2gpu import _objects
 from nd2gpu._decode import frame as _frame
 from nd2gpu._decode import inflate as _inflate
 from nd2gpu._decode.mask_source import MaskSource
+from nd2gpu._objects import cpu as _objects
+from nd2gpu._objects.jobs import ObjectJob
 
 
 def reference(data: bytes) -> tuple[str, int] | np.ndarray:
@@ -49,7 +50,7 @@ def scanned(data: bytes, keep_labels: bool = True) -> tuple[str, int] | np.ndarr
             data,
             header,
             scratch,
-            _objects._NO_IMAGE,
+            _objects.NO_IMAGE,
             accumulate=True,
             keep_labels=keep_labels,
         )
@@ -158,7 +159,7 @@ def test_header_after_many_empty_blocks(tmp_path):
     with nd2gpu.ND2File(path) as f:
         source = MaskSource(path)
         with source.reading() as index:
-            job = _objects.ObjectJob(0, f.binary_data[0], 1, -1)
+            job = ObjectJob(0, f.binary_data[0], 1, -1)
             header = _objects.frame_header(_objects._payload(index, job))
     assert header == _frame.parse_header(data)
     assert_tables_equal(measure(path), reference_table(path))
@@ -175,7 +176,7 @@ def test_payload_pieces_equal_mask_source(make_nd2):
         source = MaskSource(path)
         with source.reading() as index:
             for seq in range(3):
-                job = _objects.ObjectJob(0, layer, seq, -1)
+                job = ObjectJob(0, layer, seq, -1)
                 piece = _objects._payload(index, job)
                 whole = source.payload(index, layer.file_tag, seq)
                 assert whole is not None and piece is not None
@@ -185,7 +186,7 @@ def test_payload_pieces_equal_mask_source(make_nd2):
                     == whole
                 )
                 assert piece.piece(len(piece) - 3, 100) == whole[-3:]
-            job = _objects.ObjectJob(0, layer, 99, -1)
+            job = ObjectJob(0, layer, 99, -1)
             assert _objects._payload(index, job) is None
 
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._dask import _blocks, _loop_chunks
-from ._device import DeviceRequest, check_request, to_numpy
-from ._layers import BinaryLayer, BinaryLayers
-from ._objects import DEFAULT_PROPERTIES, check_properties, column_dtype, table_columns
+from .._dask import _blocks, _loop_chunks
+from .._device import DeviceRequest, check_request, to_numpy
+from .._layers import BinaryLayer, BinaryLayers
+from .columns import DEFAULT_PROPERTIES, check_properties, column_dtype, table_columns
 
 if TYPE_CHECKING:
     import dask.dataframe
@@ -189,7 +189,7 @@ def _paths(source: Any) -> list[str]:
 
 
 def _file_layers(path: str) -> list[BinaryLayer]:
-    from ._nd2file import ND2File
+    from .._nd2file import ND2File
 
     with ND2File(path) as f:
         layers = f.binary_data

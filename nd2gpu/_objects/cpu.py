@@ -1,99 +1,37 @@
-"""Object tables (regionprops) of binary layers, computed from the mask runs.
-
-``BinaryLayer.regionprops_table`` and ``BinaryLayers.regionprops_table`` land
-here. The table has the columns of ``skimage.measure.regionprops_table`` (and
-cuCIM's) for the dense label images nd2 would give, without building them:
-
-- CPU: each frame's stream is inflated in bounded pieces and scanned by
-  ``kernels/_objects_kernels.py`` (numba, ``nogil``), frames in parallel on the
-  decode pool; memory is O(runs of a frame) per thread, plus the table.
-- CUDA: frames are parsed into run tables on the CPU as for decoding, and
-  reduced by (frame, id) on the GPU (``nd2gpu/_backends/cuda/objects.py``).
-"""
+"""CPU tables: each frame's stream inflated in pieces and scanned (numba), frames in
+parallel on the decode pool; memory is O(runs of a frame) per thread, plus the table."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
 import math
-import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import wait
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._backends.cpu import INLINE_PIXELS
-from ._decode import inflate as _inflate
-from ._decode.frame import FrameHeader, _status_reason, parse_header
-from ._decode.plan import FrameJob, warn_versions, with_context
-from ._decode.pool import thread_pool, worker_count
-from ._device import DeviceRequest, resolve_device, to_numpy
-from ._errors import DecodeError
-from ._format.chunk_index import ChunkIndex
-from ._format.container import binary_frame_chunk_name
-from ._format.mask_stream import MASK_PREFIX_BYTES, MASK_WORDS, MAX_LABEL
-from ._limits import check_allocation
-from .kernels import _objects_kernels as ok
-from .kernels._parse_kernels import OK
+from .._backends.cpu import INLINE_PIXELS
+from .._decode import inflate as _inflate
+from .._decode.frame import FrameHeader, _status_reason, parse_header
+from .._decode.plan import FrameJob, warn_versions, with_context
+from .._decode.pool import thread_pool, worker_count
+from .._errors import DecodeError
+from .._format.chunk_index import ChunkIndex
+from .._format.container import binary_frame_chunk_name
+from .._format.mask_stream import MASK_PREFIX_BYTES, MASK_WORDS, MAX_LABEL
+from .._limits import check_allocation
+from ..kernels import _objects_kernels as ok
+from ..kernels._parse_kernels import OK
+from .columns import FLOAT_COLUMN_INDEX, INT_COLUMN_INDEX, column_dtype
+from .intensity import NO_IMAGE, Images, image_for_kernel
+from .jobs import ObjectJob, empty_table
 
 if TYPE_CHECKING:
-    from ._layers import BinaryLayer
+    pass
 
-__all__ = [
-    "DEFAULT_PROPERTIES",
-    "PROPERTIES",
-    "check_properties",
-    "regionprops_table",
-    "table_columns",
-]
-
-#: What ``regionprops_table`` can measure (skimage's names).
-PROPERTIES: tuple[str, ...] = (
-    "label",
-    "area",
-    "bbox",
-    "centroid",
-    "intensity_mean",
-    "intensity_min",
-    "intensity_max",
-)
-DEFAULT_PROPERTIES: tuple[str, ...] = ("label", "area", "bbox", "centroid")
-INTENSITY_PROPERTIES: tuple[str, ...] = (
-    "intensity_mean",
-    "intensity_min",
-    "intensity_max",
-)
-#: The columns of each property, as skimage names them.
-PROPERTY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "label": ("label",),
-    "area": ("area",),
-    "bbox": ("bbox-0", "bbox-1", "bbox-2", "bbox-3"),
-    "centroid": ("centroid-0", "centroid-1"),
-    "intensity_mean": ("intensity_mean",),
-    "intensity_min": ("intensity_min",),
-    "intensity_max": ("intensity_max",),
-}
-#: Where each column sits in the kernels' column tuples, and its dtype (skimage's).
-INT_COLUMN_INDEX: dict[str, int] = {
-    "layer": ok.I_LAYER,
-    "frame": ok.I_FRAME,
-    "label": ok.I_LABEL,
-    "bbox-0": ok.I_BBOX0,
-    "bbox-1": ok.I_BBOX0 + 1,
-    "bbox-2": ok.I_BBOX0 + 2,
-    "bbox-3": ok.I_BBOX0 + 3,
-}
-FLOAT_COLUMN_INDEX: dict[str, int] = {
-    "area": ok.F_AREA,
-    "centroid-0": ok.F_CENTROID0,
-    "centroid-1": ok.F_CENTROID0 + 1,
-    "intensity_mean": ok.F_MEAN,
-    "intensity_min": ok.F_MIN,
-    "intensity_max": ok.F_MAX,
-}
 
 #: Inflated bytes scanned at a time, and compressed bytes fed to zlib at a time.
 PIECE_BYTES = 1 << 15
@@ -116,294 +54,6 @@ ROWS_ALWAYS = 1 << 16
 #: Steps per run and mask the check of overlaps by masks may take before the
 #: check by rows (sorting the runs by row) takes over: O(runs) either way.
 OVERLAP_BUDGET = 4
-
-
-def check_properties(properties: str | Sequence[str]) -> tuple[str, ...]:
-    """The requested property names, checked, in order, without repeats.
-
-    Raises
-    ------
-    ValueError
-        If a name is not one of ``PROPERTIES`` (the message lists them).
-    TypeError
-        If ``properties`` is not a string or a sequence of strings.
-    """
-    if isinstance(properties, str):
-        properties = (properties,)
-    try:
-        names = list(properties)
-    except TypeError:
-        raise TypeError(
-            "properties must be a sequence of property names, not "
-            f"{type(properties).__name__}"
-        ) from None
-    out: list[str] = []
-    for name in names:
-        if not isinstance(name, str) or name not in PROPERTIES:
-            raise ValueError(
-                f"unknown property {name!r}; supported properties: "
-                + ", ".join(PROPERTIES)
-            )
-        if name not in out:
-            out.append(name)
-    return tuple(out)
-
-
-def table_columns(properties: Sequence[str], layer_column: bool) -> list[str]:
-    """The table's column names: ``[layer,] frame``, then each property's."""
-    names = ["layer"] if layer_column else []
-    names.append("frame")
-    for prop in properties:
-        names += PROPERTY_COLUMNS[prop]
-    return names
-
-
-def column_dtype(name: str) -> np.dtype:
-    """dtype of a column (as ``skimage.measure.regionprops_table`` gives it)."""
-    return np.dtype(np.int64 if name in INT_COLUMN_INDEX else np.float64)
-
-
-# --------------------------------------------------------------------- intensity
-
-
-_UINT16 = np.dtype(np.uint16)
-
-
-@dataclass(frozen=True)
-class Images:
-    """Where intensity frames come from: an array, or a channel of the file.
-
-    ``index`` of a frame is its position in ``frames`` (``by_position``) or its
-    sequence index.
-    """
-
-    array: Any = None
-    by_position: bool = True
-    path: str | None = None
-    channel: int = 0
-    n_channels: int = 1
-    frame_shape: tuple[int, int] = (0, 0)
-    dtype: np.dtype = _UINT16
-
-    @property
-    def on_device(self) -> bool:
-        """Whether the array lives on a GPU (``__cuda_array_interface__``)."""
-        return self.array is not None and _is_device_array(self.array)
-
-    def index(self, position: int, seq: int) -> int:
-        return position if (self.array is not None and self.by_position) else seq
-
-    @contextlib.contextmanager
-    def reader(self) -> Iterator[Callable[[int], np.ndarray]]:
-        """A function of ``index`` giving the frame's image as a 2-D NumPy array."""
-        if self.array is None:
-            import nd2
-
-            assert self.path is not None  # a channel of a file
-            with nd2.ND2File(self.path) as f:
-                shape = (self.n_channels, *self.frame_shape)
-                yield lambda seq: np.reshape(f.read_frame(seq), shape)[self.channel]
-            return
-        array = self.array
-        lead = array.shape[:-2]
-
-        def frame(index: int) -> np.ndarray:
-            key = np.unravel_index(index, lead) if lead else ()
-            return to_numpy(array[key])
-
-        yield frame
-
-
-def _is_device_array(array: Any) -> bool:
-    return not isinstance(array, np.ndarray) and hasattr(
-        array, "__cuda_array_interface__"
-    )
-
-
-def check_images(
-    intensity: Any,
-    layers: Sequence[BinaryLayer],
-    n_asked: int,
-    single: bool,
-) -> Images:
-    """Check ``intensity`` against the layers and the frames asked for.
-
-    Raises
-    ------
-    ValueError
-        If its shape fits neither ``(len(frames), Y, X)`` nor the layer's
-        ``(*coordinate_shape, Y, X)``, or a channel does not exist.
-    TypeError
-        If it is neither an array nor a channel index or name.
-    """
-    shapes: set[tuple[int, int]] = {
-        (int(layer.frame_shape[0]), int(layer.frame_shape[1])) for layer in layers
-    } - {(0, 0)}
-    if len(shapes) > 1:
-        raise ValueError(
-            "the layers have frames of different shapes "
-            f"({', '.join(map(str, sorted(shapes)))}): measure them one by one "
-            "to give each its intensity image"
-        )
-    frame_shape = next(iter(shapes)) if shapes else None
-    coords = tuple(layers[0].coordinate_shape) if layers else ()
-    if isinstance(intensity, (str, int, np.integer)) and not isinstance(
-        intensity, bool
-    ):
-        channel = intensity if isinstance(intensity, str) else int(intensity)
-        return _check_channel(channel, layers[0].path if layers else "", frame_shape)
-    if not hasattr(intensity, "shape") or not hasattr(intensity, "dtype"):
-        raise TypeError(
-            "intensity must be an array (NumPy, CuPy, ...) of the frames' images, "
-            "or a channel of the file (its index or name), not "
-            f"{type(intensity).__name__}"
-        )
-    dtype = np.dtype(intensity.dtype)
-    if dtype.kind not in "biuf":
-        raise TypeError(f"intensity must hold numbers, not {dtype}")
-    shape = tuple(int(n) for n in intensity.shape)
-    if frame_shape is None:  # no masks: nothing will be measured
-        yx = (shape[-2], shape[-1]) if len(shape) >= 2 else (0, 0)
-        return Images(array=intensity, frame_shape=yx, dtype=dtype)
-    if shape == (n_asked, *frame_shape):
-        return Images(array=intensity, frame_shape=frame_shape, dtype=dtype)
-    if single and shape == frame_shape:
-        return Images(array=intensity[None], frame_shape=frame_shape, dtype=dtype)
-    if shape == (*coords, *frame_shape):
-        return Images(
-            array=intensity, by_position=False, frame_shape=frame_shape, dtype=dtype
-        )
-    raise ValueError(
-        f"intensity has shape {shape}, but the masks need "
-        f"{(n_asked, *frame_shape)} (one image per frame asked for, in that order) "
-        f"or {(*coords, *frame_shape)} (the layer's whole shape)"
-    )
-
-
-def _check_channel(
-    channel: int | str, path: str, frame_shape: tuple[int, int] | None
-) -> Images:
-    import nd2
-
-    with nd2.ND2File(path) as f:
-        attributes = f.attributes
-        n_channels = int(attributes.channelCount or 1)
-        if f.components_per_channel != 1:
-            raise ValueError(
-                f"{path}: the image is RGB ({f.components_per_channel} components "
-                "per channel); pass intensity= as an array of the component to "
-                "measure"
-            )
-        names = [c.channel.name for c in (f.metadata.channels or [])]
-        if isinstance(channel, str):
-            if channel not in names:
-                raise ValueError(
-                    f"{path} has no channel {channel!r}; its channels: "
-                    + ", ".join(repr(n) for n in names)
-                )
-            index = names.index(channel)
-        else:
-            index = operator.index(channel)
-            if not 0 <= index < n_channels:
-                raise ValueError(
-                    f"channel {index} out of range: {path} has {n_channels} "
-                    f"channel(s) ({', '.join(repr(n) for n in names)})"
-                )
-        image_shape = (int(attributes.heightPx), int(attributes.widthPx or 0))
-        dtype = np.dtype(f.dtype)
-    if frame_shape is not None and image_shape != frame_shape:
-        raise ValueError(
-            f"{path}: the images are {image_shape[0]}x{image_shape[1]} but the "
-            f"masks are {frame_shape[0]}x{frame_shape[1]}"
-        )
-    return Images(
-        path=path,
-        channel=index,
-        n_channels=n_channels,
-        frame_shape=image_shape,
-        dtype=dtype,
-    )
-
-
-# -------------------------------------------------------------------------- API
-
-
-@dataclass(frozen=True)
-class ObjectJob:
-    """Measure frame ``seq`` of ``layer`` (the file's layer ``layer_index``)."""
-
-    layer_index: int
-    layer: BinaryLayer
-    seq: int
-    image: int  # the frame's index in the intensity source (-1: none)
-
-
-def regionprops_table(
-    layers: Sequence[tuple[int, BinaryLayer]],
-    seqs: Sequence[int],
-    *,
-    single: bool = False,
-    properties: str | Sequence[str] = DEFAULT_PROPERTIES,
-    intensity: Any = None,
-    device: DeviceRequest | None = None,
-    layer_column: bool = False,
-) -> dict[str, Any]:
-    """The object table of frames ``seqs`` of ``layers`` (see the layer methods).
-
-    Parameters
-    ----------
-    layers : sequence of (int, BinaryLayer)
-        The layers to measure and their indices in the file (one file).
-    seqs : sequence of int
-        Sequence indices, in range, without repeats.
-    single : bool
-        ``frames`` was one integer (then a ``(Y, X)`` intensity image is taken).
-    properties, intensity, device
-        As in ``BinaryLayer.regionprops_table``.
-    layer_column : bool
-        Whether the table has a ``layer`` column.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray or cupy.ndarray
-    """
-    props = check_properties(properties)
-    names = table_columns(props, layer_column)
-    seqs = [int(s) for s in seqs]
-    if len(set(seqs)) != len(seqs):
-        raise ValueError("frames must not repeat a frame (rows are keyed by frame)")
-    want_values = any(p in INTENSITY_PROPERTIES for p in props)
-    if want_values and intensity is None:
-        raise ValueError(
-            "intensity_mean, intensity_min and intensity_max need intensity=: the "
-            "frames' images (an array) or a channel of the file (index or name)"
-        )
-    images = (
-        None
-        if intensity is None or not layers
-        else check_images(intensity, [layer for _, layer in layers], len(seqs), single)
-    )
-    dev = resolve_device(device)
-    if not layers:
-        return _empty_table(names, dev)
-    order = sorted(range(len(seqs)), key=seqs.__getitem__)
-    jobs = [
-        ObjectJob(
-            index,
-            layer,
-            seqs[pos],
-            -1 if images is None else images.index(pos, seqs[pos]),
-        )
-        for index, layer in layers
-        for pos in order
-    ]
-    use = images if want_values else None
-    if dev == "cuda":
-        return _table_cuda(jobs, names, use)
-    return _table_cpu(jobs, names, use)
-
-
-# -------------------------------------------------------------------------- CPU
 
 
 class _Scratch:
@@ -831,22 +481,6 @@ def _rows_written(rows: int) -> int:
     return int(rows)
 
 
-_NO_IMAGE = np.zeros((0, 0), np.uint8)
-
-
-def _image_for_kernel(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if frame.shape != shape:
-        raise ValueError(
-            f"an intensity image is {frame.shape[0]}x{frame.shape[1]}, the masks "
-            f"are {shape[0]}x{shape[1]}"
-        )
-    if frame.dtype == np.bool_:
-        return frame.view(np.uint8)
-    if frame.dtype == np.float16:
-        return frame.astype(np.float32)
-    return frame
-
-
 def _frame_capacity(
     index: ChunkIndex, job: ObjectJob
 ) -> tuple[int, FrameHeader | None]:
@@ -884,19 +518,11 @@ def _run_parallel(
     return [item for f in futures for item in f.result()]
 
 
-def _empty_table(names: Sequence[str], device: str) -> dict[str, Any]:
-    if device == "cuda":
-        from ._backends.cuda import objects as cuda_objects
-
-        return cuda_objects.table_columns([], names)
-    return {name: np.empty(0, column_dtype(name)) for name in names}
-
-
-def _table_cpu(
+def table_cpu(
     jobs: Sequence[ObjectJob], names: Sequence[str], images: Images | None
 ) -> dict[str, np.ndarray]:
     if not jobs:
-        return _empty_table(names, "cpu")
+        return empty_table(names, "cpu")
     source = jobs[0].layer.source
     value_dtype = None if images is None else ok.value_dtype(images.dtype)
     with source.reading() as index:
@@ -944,9 +570,9 @@ def _table_cpu(
                             continue
                         shape = tuple(job.layer.frame_shape)
                         image = (
-                            _NO_IMAGE
+                            NO_IMAGE
                             if images is None
-                            else _image_for_kernel(image_of(job.image), shape)  # type: ignore[arg-type]
+                            else image_for_kernel(image_of(job.image), shape)  # type: ignore[arg-type]
                         )
                         out.append(
                             measure_frame(
@@ -981,7 +607,7 @@ def _table_cpu(
 
 @contextlib.contextmanager
 def _no_reader() -> Iterator[Callable[[int], np.ndarray]]:
-    yield lambda index: _NO_IMAGE
+    yield lambda index: NO_IMAGE
 
 
 def _compact(
@@ -996,48 +622,3 @@ def _compact(
         out += n
     for column in columns.values():
         column.resize(out, refcheck=False)
-
-
-# ------------------------------------------------------------------------- CUDA
-
-
-def _table_cuda(
-    jobs: Sequence[ObjectJob], names: Sequence[str], images: Images | None
-) -> dict[str, Any]:
-    from ._backends.cuda import objects as cuda_objects
-
-    parts = []
-    for (layer_index, layer), grouped in itertools.groupby(
-        jobs, key=lambda job: (job.layer_index, job.layer)
-    ):
-        group = list(grouped)
-        frame_shape = (int(layer.frame_shape[0]), int(layer.frame_shape[1]))
-        if frame_shape == (0, 0):
-            continue  # no frame of the layer has a mask
-        source = None
-        if images is not None:
-            source = cuda_objects.ImageSource(
-                device_array=images.array if images.on_device else None,
-                host_frames=None if images.on_device else _host_frames(images),
-            )
-        raw = cuda_objects.regionprops_cuda(
-            layer.source,
-            layer.meta,
-            [job.seq for job in group],
-            frame_shape,
-            [job.image for job in group],
-            source,
-        )
-        parts.append((layer_index, raw))
-    return cuda_objects.table_columns(parts, names)
-
-
-def _host_frames(images: Images) -> Callable[[Sequence[int]], np.ndarray]:
-    def fetch(indices: Sequence[int]) -> np.ndarray:
-        # Stacked while the reader is open: nd2 gives views of its memory map.
-        with images.reader() as image_of:
-            return np.stack(
-                [_image_for_kernel(image_of(i), images.frame_shape) for i in indices]
-            )
-
-    return fetch
