@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                     layer.decode(batch, out=buf)
 
             pool = ThreadPoolExecutor(threads)
-            decompress = _inflate._zlib.decompress
+            decompress = _inflate.INFLATER.decompress
 
             def floor() -> None:
                 for batch in batches:

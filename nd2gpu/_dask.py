@@ -43,7 +43,7 @@ def decode_block_task(
     return layer.decode(seqs, device).reshape(shape)
 
 
-def _loop_chunks(
+def frame_chunks(
     coordinate_shape: tuple[int, ...], frames_per_chunk: int
 ) -> tuple[tuple[int, ...], ...]:
     """Chunks of the loop axes so that every block is a run of consecutive frames.
@@ -76,7 +76,7 @@ def _loop_chunks(
     return tuple(chunks)
 
 
-def _blocks(
+def frame_blocks(
     coordinate_shape: tuple[int, ...], loop_chunks: tuple[tuple[int, ...], ...]
 ) -> list[tuple[tuple[int, ...], range, tuple[int, ...]]]:
     """``(block index, frames, block loop shape)`` of every block, in C order."""
@@ -110,8 +110,8 @@ def _build(
     dev: Device = "cuda" if device == "cuda" else resolve_device(device)
     coordinate_shape = tuple(first.coordinate_shape)
     frame_shape = tuple(first.frame_shape)
-    loop_chunks = _loop_chunks(coordinate_shape, frames_per_chunk)
-    blocks = _blocks(coordinate_shape, loop_chunks)
+    loop_chunks = frame_chunks(coordinate_shape, frames_per_chunk)
+    blocks = frame_blocks(coordinate_shape, loop_chunks)
     tags = [layer.file_tag for layer in layers]
     name = "nd2gpu-masks-" + tokenize(
         first.source.token(), tags, dev, loop_chunks, frame_shape, stacked

@@ -19,7 +19,7 @@ def chunks(path: Path) -> list[tuple[bytes, int, int, bytes]]:
     with ChunkIndex(path) as index:
         out = []
         for name, offset in sorted(index.offsets.items(), key=lambda kv: kv[1]):
-            _, name_len, _ = CHUNK_HEADER.unpack(index._bytes(offset, offset + 16))
+            _, name_len, _ = CHUNK_HEADER.unpack(index.read_range(offset, offset + 16))
             out.append((name, offset, name_len, index.chunk_data_at(offset)))
         return out
 

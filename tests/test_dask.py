@@ -13,7 +13,7 @@ from nd2_surgery import rewrite
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu._dask import _loop_chunks, decode_block_task
+from nd2gpu._dask import decode_block_task, frame_chunks
 from nd2gpu._device import cuda_status, simulator_active
 
 
@@ -168,7 +168,7 @@ def test_errors_like_asarray(make_nd2, tmp_path):
 def test_loop_chunks_cover_every_frame_once():
     for shape in [(1,), (7,), (3, 4), (2, 3, 5), (4, 1, 3)]:
         for fpc in range(1, 2 * math.prod(shape) + 2):
-            chunks = _loop_chunks(shape, fpc)
+            chunks = frame_chunks(shape, fpc)
             assert tuple(sum(c) for c in chunks) == shape
             frames = np.concatenate(list(block_frames(chunks, shape)))
             np.testing.assert_array_equal(np.sort(frames), np.arange(math.prod(shape)))

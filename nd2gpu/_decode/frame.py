@@ -22,7 +22,7 @@ _STATUS_REASONS = {
 }
 
 
-def _status_reason(
+def status_reason(
     status: int, words: np.ndarray, word: int, header: FrameHeader
 ) -> str:
     reason = _STATUS_REASONS[status]
@@ -158,7 +158,7 @@ def parse_runs(
     )
     if status != pk.OK:
         raise DecodeError(
-            _status_reason(status, words, int(word), header), offset=int(word) * 4
+            status_reason(status, words, int(word), header), offset=int(word) * 4
         )
     buffers.prefix[end_run] = end_pixel
     return int(end_run), int(end_pixel)

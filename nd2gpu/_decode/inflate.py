@@ -57,13 +57,38 @@ def available_inflaters() -> dict[str, ModuleType]:
     return found
 
 
-INFLATER_NAME, _zlib = next(iter(available_inflaters().items()))
+#: The inflater used (the fastest installed) and its name.
+INFLATER_NAME, INFLATER = next(iter(available_inflaters().items()))
 
 
 def inflate_cap(nrows: int, ncols: int) -> int:
     """Most bytes a frame's stream may inflate to, given its header's shape."""
     need = max(MIN_INFLATE_CAP, INFLATE_BYTES_PER_PIXEL * nrows * ncols)
     return min(need, MEMORY_INFLATE_CAP)
+
+
+def corrupt_stream(error: Exception) -> DecodeError:
+    """The error of a stream the inflater refuses."""
+    return DecodeError(f"corrupt zlib stream: {error}", offset=0)
+
+
+def over_cap(cap: int, shape: tuple[int, int]) -> DecodeError:
+    """The error of a stream that inflates past ``cap`` (``inflate_cap(*shape)``)."""
+    limit = (
+        f"more than a {shape[0]}x{shape[1]} frame can need"
+        if cap < MEMORY_INFLATE_CAP
+        else f"1/{MEMORY_SHARE} of this machine's memory"
+    )
+    return DecodeError(
+        f"stream inflates past {cap} bytes, {limit} (zip bomb?)", offset=cap
+    )
+
+
+def truncated_stream(inflated: int) -> DecodeError:
+    """The error of a stream that ends before its end-of-stream marker."""
+    return DecodeError(
+        "zlib stream is truncated (no end-of-stream marker)", offset=inflated
+    )
 
 
 def read_header(payload: bytes | memoryview) -> np.ndarray:
@@ -78,7 +103,7 @@ def read_header(payload: bytes | memoryview) -> np.ndarray:
     # output limit makes it copy the unread rest into ``unconsumed_tail``, which
     # cost more than inflating the header itself.
     view = memoryview(payload)
-    d = _zlib.decompressobj()
+    d = INFLATER.decompressobj()
     head = b""
     pos, step = 0, HEADER_PROBE_BYTES
     try:
@@ -87,8 +112,8 @@ def read_header(payload: bytes | memoryview) -> np.ndarray:
             pos += len(piece)
             step *= 4
             head += d.decompress(piece, HEADER_BYTES - len(head))
-    except _zlib.error as e:
-        raise DecodeError(f"corrupt zlib stream: {e}", offset=0) from None
+    except INFLATER.error as e:
+        raise corrupt_stream(e) from None
     if len(head) < HEADER_BYTES:
         raise DecodeError(
             f"stream ends inside the frame header ({len(head)} of "
@@ -115,25 +140,16 @@ def inflate_payload(payload: bytes | memoryview, shape: tuple[int, int]) -> np.n
         is dropped; the parser reports a record that needs it as truncated).
     """
     cap = inflate_cap(*shape)
-    d = _zlib.decompressobj()
+    d = INFLATER.decompressobj()
     try:
         data = d.decompress(payload, cap)
-        over_cap = not d.eof and (
+        past_cap = not d.eof and (
             bool(d.unconsumed_tail) or (len(data) == cap and bool(d.decompress(b"", 1)))
         )
-    except _zlib.error as e:
-        raise DecodeError(f"corrupt zlib stream: {e}", offset=0) from None
-    if over_cap:
-        limit = (
-            f"more than a {shape[0]}x{shape[1]} frame can need"
-            if cap < MEMORY_INFLATE_CAP
-            else f"1/{MEMORY_SHARE} of this machine's memory"
-        )
-        raise DecodeError(
-            f"stream inflates past {cap} bytes, {limit} (zip bomb?)", offset=cap
-        )
+    except INFLATER.error as e:
+        raise corrupt_stream(e) from None
+    if past_cap:
+        raise over_cap(cap, shape)
     if not d.eof:
-        raise DecodeError(
-            "zlib stream is truncated (no end-of-stream marker)", offset=len(data)
-        )
+        raise truncated_stream(len(data))
     return np.frombuffer(data, dtype="<u4", count=len(data) // 4)

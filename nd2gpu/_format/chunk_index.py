@@ -211,6 +211,18 @@ class ChunkIndex:
                 )
         return start, stop
 
+    def data_range(self, name: bytes) -> tuple[int, int] | None:
+        """``(start, stop)`` in the file of the data of the chunk ``name`` (cut at
+        the end of the file), or None if the map does not list it. Reads only
+        the chunk's header."""
+        offset = self.offsets.get(name)
+        return None if offset is None else self._data_range(offset)
+
+    def read_range(self, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)`` of the file (cut at its end): a piece of a
+        chunk whose range ``data_range`` gave."""
+        return self._bytes(start, stop)
+
     def data_length(self, name: bytes) -> int | None:
         """Bytes of data of the chunk ``name`` (cut at the end of the file), or None
         if the map does not list it. Reads only the chunk's header."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._backends.cpu import INLINE_PIXELS
 from .._decode import inflate as _inflate
-from .._decode.frame import FrameHeader, _status_reason, parse_header
+from .._decode.frame import FrameHeader, parse_header, status_reason
 from .._decode.plan import FrameJob, warn_versions, with_context
 from .._decode.pool import thread_pool, worker_count
 from .._errors import DecodeError
@@ -138,9 +138,8 @@ class Payload:
 
     ``ChunkIndex.read`` copies a whole chunk; measuring needs the stream only a
     few KiB at a time, so a frame in flight costs no copy of its payload.
-    ``ChunkIndex`` has no public ranged read: this uses its checked chunk
-    header lookup (``_data_range``) and its locked map access (``_bytes``), as
-    ``read`` does (tests/test_objects_stream.py checks the bytes are equal).
+    It reads through ``ChunkIndex.data_range`` and ``read_range``, as ``read``
+    does (tests/test_objects_stream.py checks the bytes are equal).
     """
 
     def __init__(self, index: ChunkIndex, start: int, stop: int) -> None:
@@ -152,16 +151,16 @@ class Payload:
     def piece(self, pos: int, n: int) -> bytes:
         """Bytes ``pos:pos + n`` of the stream (fewer at its end)."""
         start = self._start + pos
-        return self._index._bytes(start, min(start + n, self._stop))
+        return self._index.read_range(start, min(start + n, self._stop))
 
 
 def _payload(index: ChunkIndex, job: ObjectJob) -> Payload | None:
     """The frame's zlib stream, or None when it has no mask (as
     ``MaskSource.payload``: no chunk, or nothing after its prefix)."""
-    offset = index.offsets.get(binary_frame_chunk_name(job.layer.file_tag, job.seq))
-    if offset is None:
+    found = index.data_range(binary_frame_chunk_name(job.layer.file_tag, job.seq))
+    if found is None:
         return None
-    start, stop = index._data_range(offset)
+    start, stop = found
     if stop - start <= MASK_PREFIX_BYTES:
         return None
     return Payload(index, start + MASK_PREFIX_BYTES, stop)
@@ -187,17 +186,6 @@ def frame_header(payload: bytes | memoryview | Payload) -> FrameHeader:
     return parse_header(payload.piece(0, len(payload)))
 
 
-def _over_cap(cap: int, shape: tuple[int, int]) -> DecodeError:
-    limit = (
-        f"more than a {shape[0]}x{shape[1]} frame can need"
-        if cap < _inflate.MEMORY_INFLATE_CAP
-        else f"1/{_inflate.MEMORY_SHARE} of this machine's memory"
-    )
-    return DecodeError(
-        f"stream inflates past {cap} bytes, {limit} (zip bomb?)", offset=cap
-    )
-
-
 def scan_stream(
     payload: bytes | memoryview | Payload,
     header: FrameHeader,
@@ -221,7 +209,7 @@ def scan_stream(
     st = scratch.state
     ok.reset_state(st, header.nmasks)
     scratch.prepare(header, keep_labels)
-    zlib = _inflate._zlib
+    zlib = _inflate.INFLATER
     d = zlib.decompressobj()
     piece = _pieces(payload)
     size = len(payload)
@@ -238,10 +226,10 @@ def scan_stream(
         try:
             out = d.decompress(data, min(PIECE_BYTES, cap + 1 - total))
         except zlib.error as e:
-            raise DecodeError(f"corrupt zlib stream: {e}", offset=0) from None
+            raise _inflate.corrupt_stream(e) from None
         total += len(out)
         if total > cap:
-            raise _over_cap(cap, header.shape)
+            raise _inflate.over_cap(cap, header.shape)
         if parse and out:
             have = carry + len(out)
             buffer[carry:have] = np.frombuffer(out, np.uint8)
@@ -276,14 +264,12 @@ def scan_stream(
         if d.eof or (not out and not data):
             break
     if not d.eof:
-        raise DecodeError(
-            "zlib stream is truncated (no end-of-stream marker)", offset=total
-        )
+        raise _inflate.truncated_stream(total)
     status, word, value = ok.finish_scan(st, total // 4)
     if scanning and status != OK:
         if word < 0:
             raise DecodeError("stream ends inside the frame header", offset=0)
-        reason = _status_reason(status, np.array([value], np.int64), 0, header)
+        reason = status_reason(status, np.array([value], np.int64), 0, header)
         raise DecodeError(reason, offset=word * 4)
 
 

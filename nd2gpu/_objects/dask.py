@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._dask import _blocks, _loop_chunks
+from .._dask import frame_blocks, frame_chunks
 from .._device import DeviceRequest, check_request, to_numpy
 from .._layers import BinaryLayer, BinaryLayers
 from .columns import DEFAULT_PROPERTIES, check_properties, column_dtype, table_columns
@@ -38,7 +38,8 @@ def _frame_runs(layer: BinaryLayer, frames_per_chunk: int) -> list[range]:
     """Runs of consecutive frames of at most ``frames_per_chunk`` (``to_dask``'s)."""
     shape = tuple(layer.coordinate_shape)
     return [
-        seqs for _, seqs, _ in _blocks(shape, _loop_chunks(shape, frames_per_chunk))
+        seqs
+        for _, seqs, _ in frame_blocks(shape, frame_chunks(shape, frames_per_chunk))
     ]
 
 
@@ -136,7 +137,7 @@ def regionprops_dask(
 
     props = check_properties(properties)
     device = check_request(device)
-    _loop_chunks((1,), frames_per_chunk)  # checks frames_per_chunk
+    frame_chunks((1,), frames_per_chunk)  # checks frames_per_chunk
     if intensity is not None and (
         isinstance(intensity, bool) or not isinstance(intensity, (int, str))
     ):

@@ -25,7 +25,7 @@ from .._nd2file import ND2File
 from .atomic import staged_path
 from .layer_frames import DEFAULT_BATCH_FRAMES, ProgressFactory, progress_bar
 from .ome_tiff import TIFF_SUFFIXES, split_paths, tiff_series, write_ome_tiff
-from .ome_zarr import Chunks, _ExportFile, export_ome_zarr
+from .ome_zarr import Chunks, ExportFile, export_ome_zarr
 from .outputs import OutputRefusedError, check_output
 
 ZARR_SUFFIXES = (".zarr",)
@@ -134,11 +134,11 @@ def export_labels(
     check_output(path, out, overwrite=overwrite or split, tree=kind == "zarr")
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory, not an ND2 file")
-    opener = _ExportFile if kind == "zarr" else ND2File
+    opener = ExportFile if kind == "zarr" else ND2File
     with opener(path, device=device) as f:
         layers = _layers_with_masks(f, path, note)
         if kind == "zarr":
-            assert isinstance(f, _ExportFile)
+            assert isinstance(f, ExportFile)
             with staged_path(out.absolute(), keep_name=True) as tmp:
                 return export_ome_zarr(
                     f,
@@ -162,7 +162,7 @@ def _layers_with_masks(
 ) -> list[BinaryLayer]:
     all_layers = (
         f.layers()
-        if isinstance(f, _ExportFile)
+        if isinstance(f, ExportFile)
         else [layer for layer in f.binary_data or ()]
     )
     if not all_layers:

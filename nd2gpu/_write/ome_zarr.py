@@ -1,7 +1,7 @@
 """OME-Zarr export through nd2's own writer (``nd2.ND2File.write_ome_zarr``).
 
 nd2 writes an OME-NGFF 0.5 image (Zarr v3, metadata by yaozarrs) with the binary
-layers as labels. It is called on a `_ExportFile`, an ``nd2gpu.ND2File`` that
+layers as labels. It is called on a `ExportFile`, an ``nd2gpu.ND2File`` that
 hands nd2 its binary layers prepared for the writer:
 
 - as dask arrays decoded by nd2gpu a batch of frames at a time, so that nd2
@@ -71,7 +71,7 @@ class _Label:
         return self.data
 
 
-class _ExportFile(ND2File):
+class ExportFile(ND2File):
     """An ``nd2gpu.ND2File`` whose binary layers are prepared for nd2's writer.
 
     ``binary_data`` gives the `_Label` list set by `prepare_labels` (the real
@@ -141,7 +141,7 @@ def label_name(name: str) -> str:
 
 
 def prepare_labels(
-    f: _ExportFile,
+    f: ExportFile,
     layers: Sequence[BinaryLayer],
     *,
     device: DeviceRequest | None,
@@ -182,7 +182,7 @@ def prepare_labels(
 
 
 def export_ome_zarr(
-    f: _ExportFile,
+    f: ExportFile,
     layers: Sequence[BinaryLayer],
     out: Path,
     *,
@@ -197,7 +197,7 @@ def export_ome_zarr(
 
     Parameters
     ----------
-    f : _ExportFile
+    f : ExportFile
         The open input.
     layers : sequence of BinaryLayer
         The layers to write (each with a mask in some frame).
@@ -298,7 +298,7 @@ def _chunk_shape(
 
 
 def _write_positions(
-    f: _ExportFile,
+    f: ExportFile,
     out: Path,
     positions: Sequence[int],
     chunk_shape: tuple[int, ...] | Literal["auto"],
@@ -345,7 +345,7 @@ def _time_interval_ms(f: ND2File) -> float:
 
 
 def _write_labels_only(
-    f: _ExportFile,
+    f: ExportFile,
     out: Path,
     position: int | None,
     chunk_shape: tuple[int, ...] | Literal["auto"],
