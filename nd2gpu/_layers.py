@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import nd2
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._backends import decode_block
 from ._decode.frame import parse_header
@@ -20,7 +21,7 @@ from ._device import DeviceRequest, check_request, cuda_status, resolve_device
 from ._errors import DecodeError
 from ._format.layer_metadata import LayerMeta
 from ._objects import DEFAULT_PROPERTIES
-from ._typing import Array, FrameIndex
+from ._typing import Array, FrameIndex, Intensity
 
 if TYPE_CHECKING:
     import dask.array
@@ -471,7 +472,7 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
         frames: FrameIndex | None = None,
         *,
         properties: str | Sequence[str] = DEFAULT_PROPERTIES,
-        intensity: Any = None,
+        intensity: Intensity | None = None,
         device: DeviceRequest | None = None,
     ) -> dict[str, Array]:
         """Measure the objects of each frame, straight from the mask runs.
@@ -535,7 +536,9 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
             device=_request(device, self._device),
         )
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+    def __array__(
+        self, dtype: DTypeLike | None = None, copy: bool | None = None
+    ) -> np.ndarray:
         """NumPy array of the layer (always on the host)."""
         array = self.asarray(device="cpu")
         if array is None:
@@ -674,7 +677,7 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
         frames: FrameIndex | None = None,
         *,
         properties: str | Sequence[str] = DEFAULT_PROPERTIES,
-        intensity: Any = None,
+        intensity: Intensity | None = None,
         device: DeviceRequest | None = None,
     ) -> dict[str, Array]:
         """Measure the objects of every layer: ``BinaryLayer.regionprops_table``
@@ -703,7 +706,9 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
             layer_column=True,
         )
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+    def __array__(
+        self, dtype: DTypeLike | None = None, copy: bool | None = None
+    ) -> np.ndarray:
         """NumPy array of all layers (always on the host)."""
         array = self.asarray(device="cpu")
         return array if dtype is None else array.astype(dtype, copy=False)

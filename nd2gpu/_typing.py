@@ -15,3 +15,6 @@ Array: TypeAlias = np.ndarray | DeviceArray
 #: Frames as nd2 users index them: one index, a slice or range, a sequence of
 #: indices, or an integer or boolean array.
 FrameIndex: TypeAlias = int | slice | range | Sequence[int] | np.ndarray
+#: Intensity images for object tables: an array of the frames' images (NumPy or
+#: a device array), or a channel of the file by index or name.
+Intensity: TypeAlias = np.ndarray | DeviceArray | int | str

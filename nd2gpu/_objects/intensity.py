@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._device import to_numpy
+from .._typing import Intensity
 
 if TYPE_CHECKING:
     from .._layers import BinaryLayer
@@ -71,7 +72,7 @@ def _is_device_array(array: Any) -> bool:
 
 
 def check_images(
-    intensity: Any,
+    intensity: Intensity,
     layers: Sequence[BinaryLayer],
     n_asked: int,
     single: bool,
@@ -102,26 +103,27 @@ def check_images(
     ):
         channel = intensity if isinstance(intensity, str) else int(intensity)
         return _check_channel(channel, layers[0].path if layers else "", frame_shape)
-    if not hasattr(intensity, "shape") or not hasattr(intensity, "dtype"):
+    array: Any = intensity  # an array of any library, told by its attributes
+    if not hasattr(array, "shape") or not hasattr(array, "dtype"):
         raise TypeError(
             "intensity must be an array (NumPy, CuPy, ...) of the frames' images, "
             "or a channel of the file (its index or name), not "
             f"{type(intensity).__name__}"
         )
-    dtype = np.dtype(intensity.dtype)
+    dtype = np.dtype(array.dtype)
     if dtype.kind not in "biuf":
         raise TypeError(f"intensity must hold numbers, not {dtype}")
-    shape = tuple(int(n) for n in intensity.shape)
+    shape = tuple(int(n) for n in array.shape)
     if frame_shape is None:  # no masks: nothing will be measured
         yx = (shape[-2], shape[-1]) if len(shape) >= 2 else (0, 0)
-        return Images(array=intensity, frame_shape=yx, dtype=dtype)
+        return Images(array=array, frame_shape=yx, dtype=dtype)
     if shape == (n_asked, *frame_shape):
-        return Images(array=intensity, frame_shape=frame_shape, dtype=dtype)
+        return Images(array=array, frame_shape=frame_shape, dtype=dtype)
     if single and shape == frame_shape:
-        return Images(array=intensity[None], frame_shape=frame_shape, dtype=dtype)
+        return Images(array=array[None], frame_shape=frame_shape, dtype=dtype)
     if shape == (*coords, *frame_shape):
         return Images(
-            array=intensity, by_position=False, frame_shape=frame_shape, dtype=dtype
+            array=array, by_position=False, frame_shape=frame_shape, dtype=dtype
         )
     raise ValueError(
         f"intensity has shape {shape}, but the masks need "

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._device import DeviceRequest, resolve_device
+from .._typing import Intensity
 from .columns import (
     DEFAULT_PROPERTIES,
     INTENSITY_PROPERTIES,
@@ -27,7 +28,7 @@ def regionprops_table(
     *,
     single: bool = False,
     properties: str | Sequence[str] = DEFAULT_PROPERTIES,
-    intensity: Any = None,
+    intensity: Intensity | None = None,
     device: DeviceRequest | None = None,
     layer_column: bool = False,
 ) -> dict[str, Any]:
