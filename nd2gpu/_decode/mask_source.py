@@ -195,14 +195,6 @@ class MaskSource:
         """
         return Payloads(self, index, frames)
 
-    def has_mask(self, index: ChunkIndex, file_tag: str, seq: int) -> bool:
-        """Whether frame ``seq`` has a mask (``payload`` would not be None).
-
-        Reads only the chunk's header, not its data.
-        """
-        length = index.data_length(binary_frame_chunk_name(file_tag, seq))
-        return length is not None and length > MASK_PREFIX_BYTES
-
     def masked_frames(
         self, index: ChunkIndex, file_tag: str, seqs: Sequence[int]
     ) -> list[int]:
