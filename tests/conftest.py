@@ -79,3 +79,23 @@ def fast_thread_switching():
     sys.setswitchinterval(1e-3)
     yield
     sys.setswitchinterval(old)
+
+
+@pytest.fixture(scope="session")
+def process_cluster():
+    """A ``dask.distributed`` client of a 2-process ``LocalCluster`` (workers share
+    no memory with the tests: every task and result is pickled)."""
+    import logging
+
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        yield client

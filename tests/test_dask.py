@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import pickle
 
@@ -200,25 +199,10 @@ def test_cuda_device(make_nd2):
         np.testing.assert_array_equal(block.get(), ref[0])
 
 
-@pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            processes=True,
-            threads_per_worker=1,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("frames_per_chunk", [1, 4])
-def test_distributed_local_cluster(make_nd2, client, frames_per_chunk):
+def test_distributed_local_cluster(make_nd2, process_cluster, frames_per_chunk):
+    client = process_cluster
     path, _ = make_nd2(loops=(("T", 3), ("Z", 2)), layers=("a", "b", "c"))
     with nd2gpu.ND2File(path, device="cpu") as f:
         layers = f.binary_data

@@ -102,21 +102,13 @@ def test_bad_arguments(make_nd2):
 
 
 @pytest.mark.slow
-def test_on_a_process_cluster(make_nd2):
-    from distributed import Client, LocalCluster
-
+def test_on_a_process_cluster(make_nd2, process_cluster):
     path, _ = make_nd2(loops=(("T", 4), ("Z", 2)))
     other, _ = make_nd2(loops=(("T", 4), ("Z", 2)), name="h.nd2")
     df = nd2gpu.regionprops_dask([path, other], frames_per_chunk=3)
     expected = df.compute(scheduler="sync")
-    with (
-        LocalCluster(
-            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None
-        ) as cluster,
-        Client(cluster),
-    ):
-        got = df.compute()
-        per_file = df.groupby("path")["area"].sum().compute()
+    got = process_cluster.compute(df, sync=True)
+    per_file = process_cluster.compute(df.groupby("path")["area"].sum(), sync=True)
     assert_frames_equal(got, expected)
     assert sorted(per_file.index) == sorted([str(path), str(other)])
     np.testing.assert_allclose(

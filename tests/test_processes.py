@@ -4,7 +4,6 @@ thread pool and fsspec's event loop running)."""
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import pickle
 from collections.abc import Iterator
@@ -181,27 +180,17 @@ def test_fork_while_the_file_is_closed(big):
 
 
 @pytest.mark.slow
-def test_distributed_cluster_reads_a_remote_file(big, http, tmp_path):
-    distributed = pytest.importorskip("distributed")
+def test_distributed_cluster_reads_a_remote_file(big, http, tmp_path, process_cluster):
     url, files = http
     _, expected = big
     # No shared file system: the file exists only on the HTTP server.
     with nd2gpu.ND2File(url, device="cpu") as f:
         x = f.binary_data.to_dask(frames_per_chunk=2)
         y = f.binary_data[1].to_dask()
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            processes=True,
-            threads_per_worker=1,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        files.reset()
-        got, got_layer = client.compute([x, y], sync=True)
-        assert len(client.scheduler_info()["workers"]) == 2
+    client = process_cluster
+    files.reset()
+    got, got_layer = client.compute([x, y], sync=True)
+    assert len(client.scheduler_info()["workers"]) == 2
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(got_layer, expected[1])
     assert files.gets()  # the workers fetched the frames themselves
