@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from counting import CountingInflate
 from nd2_surgery import rewrite
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu._decode import frame as _frame_decode
 from nd2gpu._decode import inflate as _inflate
 from nd2gpu._write.nd2_writer import _experiment
 
@@ -51,20 +51,6 @@ def refused(
         tracemalloc.stop()
     assert peak < REFUSAL_BYTES, f"allocated {peak} bytes before refusing"
     return info.value
-
-
-class CountingInflate:
-    """Counts calls of the whole-stream inflate (anything actually decoded)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        original = _frame_decode.inflate_payload
-
-        def counting(*args: object, **kwargs: object) -> np.ndarray:
-            self.calls += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(_frame_decode, "inflate_payload", counting)
 
 
 def with_frame(make_nd2, tmp_path: Path, words: np.ndarray, loops=(("T", 2),)):

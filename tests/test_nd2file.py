@@ -9,12 +9,12 @@ import warnings
 import nd2
 import numpy as np
 import pytest
+from counting import CountingInflate
 from fuzz_file_oracle import LAYER_ATTRS as METADATA_ATTRS
 from nd2_surgery import chunk_offset, rewrite
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu._decode import frame as _frame_decode
 
 #: Every public metadata attribute of a layer, compared with nd2's.
 LAYER_ATTRS = (*METADATA_ATTRS, "frame_shape")
@@ -142,18 +142,6 @@ def test_nd2_api_still_works(make_nd2):
         assert f.sizes == ref.sizes
         assert f.experiment == ref.experiment
         np.testing.assert_array_equal(f.asarray(), ref.asarray())
-
-
-class CountingInflate:
-    def __init__(self, monkeypatch):
-        self.calls = 0
-        original = _frame_decode.inflate_payload
-
-        def counting(*args, **kwargs):
-            self.calls += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(_frame_decode, "inflate_payload", counting)
 
 
 def test_lazy_open_list_and_one_frame(make_nd2, monkeypatch):

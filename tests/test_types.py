@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from counting import CountingInflate
 from kernel_cases import REAL_GPU, SIMULATOR, needs_cuda
 
 import nd2gpu
 from nd2gpu._backends.cuda import probe as probe_module
 from nd2gpu._backends.cuda.arrays import SimulatedDeviceArray
 from nd2gpu._dask import decode_block_task
-from nd2gpu._decode import frame as _frame_decode
 
 #: Why some cases cannot run under the simulator (they run on a GPU).
 SIMULATOR_CANNOT = {
@@ -190,18 +190,6 @@ def cuda_not_usable(monkeypatch):
         "probe",
         lambda: probe_module.CudaProbe(False, "no GPU here (test)", False),
     )
-
-
-class CountingInflate:
-    def __init__(self, monkeypatch):
-        self.calls = 0
-        original = _frame_decode.inflate_payload
-
-        def counting(*args, **kwargs):
-            self.calls += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(_frame_decode, "inflate_payload", counting)
 
 
 @pytest.mark.parametrize("file_device", [None, "cpu", "cuda", "auto"])
