@@ -17,11 +17,11 @@ from typing import Any
 
 from nd2 import AXIS, imread, is_legacy, is_supported_file, rescue_nd2, structures
 
-from ._decode.frame import decode_binary_mask
+from ._backends.cpu import decode_binary_mask
 from ._errors import DecodeError, DeviceUnavailableError
 from ._layers import BinaryLayer, BinaryLayers
 from ._nd2file import ND2File
-from ._objects.dask import regionprops_dask
+from ._regionprops_dask import regionprops_dask
 from ._write.nd2_writer import write_nd2
 
 try:

@@ -1,10 +1,10 @@
 """Dask arrays of binary layers, decoded block by block, on any worker.
 
 Each block is a run of consecutive frames (sequence indices) of one layer, with
-``(Y, X)`` whole. A block's task holds the layer itself, which pickles as its
-source and metadata, so the graph runs on any worker that can read the source:
-the worker decodes the frames straight from the file's chunks, without opening
-an ``ND2File`` or parsing the file's metadata.
+``(Y, X)`` whole. A block's task holds the layer as plain data (a ``LayerRef``:
+its source, metadata and shapes), so the graph runs on any worker that can read
+the source: the worker decodes the frames straight from the file's chunks,
+without opening an ``ND2File`` or parsing the file's metadata.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._backends import backend
+from ._backends import backend, decode_block
+from ._decode.layer_ref import LayerRef
+from ._decode.plan import DecodePlan
 from ._device import Device, DeviceRequest, resolve_device
 
 if TYPE_CHECKING:
     import dask.array
 
-    from ._layers import BinaryLayer, BinaryLayers
-
 __all__ = ["decode_block_task", "layer_to_dask", "layers_to_dask"]
 
 
 def decode_block_task(
-    layer: BinaryLayer, device: Device, seqs: range, shape: tuple[int, ...]
+    layer: LayerRef, device: Device, seqs: range, shape: tuple[int, ...]
 ) -> Any:
     """Decode frames ``seqs`` of ``layer`` into one block of ``shape``.
 
@@ -40,7 +40,12 @@ def decode_block_task(
     numpy.ndarray or cupy.ndarray
         NumPy on "cpu", CuPy on "cuda" (checked here, on the worker).
     """
-    return layer.decode(seqs, device).reshape(shape)
+    block = decode_block(
+        DecodePlan.of([layer], 0, seqs),
+        (len(seqs), *layer.frame_shape),
+        resolve_device(device),
+    )
+    return block.reshape(shape)
 
 
 def frame_chunks(
@@ -95,7 +100,7 @@ def _meta(ndim: int, device: Device) -> Any:
 
 
 def _build(
-    layers: Sequence[BinaryLayer],
+    layers: Sequence[LayerRef],
     device: DeviceRequest | None,
     frames_per_chunk: int,
     stacked: bool,
@@ -112,7 +117,7 @@ def _build(
     frame_shape = tuple(first.frame_shape)
     loop_chunks = frame_chunks(coordinate_shape, frames_per_chunk)
     blocks = frame_blocks(coordinate_shape, loop_chunks)
-    tags = [layer.file_tag for layer in layers]
+    tags = [layer.meta.file_tag for layer in layers]
     name = "nd2gpu-masks-" + tokenize(
         first.source.token(), tags, dev, loop_chunks, frame_shape, stacked
     )
@@ -140,13 +145,14 @@ def _build(
 
 
 def layer_to_dask(
-    layer: BinaryLayer, device: DeviceRequest | None = None, frames_per_chunk: int = 1
+    layer: LayerRef, device: DeviceRequest | None = None, frames_per_chunk: int = 1
 ) -> dask.array.Array | None:
-    """A dask array of one layer: ``layer.asarray()``'s shape, dtype and values.
+    """A dask array of one layer: ``BinaryLayer.asarray()``'s shape, dtype and
+    values.
 
     Parameters
     ----------
-    layer : BinaryLayer
+    layer : LayerRef
         The layer (its file may be closed: blocks read the file's chunks).
     device : {"cpu", "cuda", "auto"}, optional
         Where blocks are decoded; None means "cpu". "cuda" gives CuPy
@@ -177,17 +183,19 @@ def layer_to_dask(
 
 
 def layers_to_dask(
-    layers: BinaryLayers, device: DeviceRequest | None = None, frames_per_chunk: int = 1
+    layers: Sequence[LayerRef],
+    device: DeviceRequest | None = None,
+    frames_per_chunk: int = 1,
 ) -> dask.array.Array:
-    """A dask array of all layers: ``layers.asarray()``'s shape, dtype and values.
+    """A dask array of layers: ``BinaryLayers.asarray()``'s shape, dtype and
+    values.
 
-    Layers without a mask in any frame are left out, as ``asarray`` leaves them
-    out. Blocks hold one layer each (chunks of 1 along the first axis).
+    Blocks hold one layer each (chunks of 1 along the first axis).
 
     Parameters
     ----------
-    layers : BinaryLayers
-        The file's binary layers.
+    layers : sequence of LayerRef
+        The layers ``BinaryLayers.asarray()`` stacks (``stackable_layers``).
     device : {"cpu", "cuda", "auto"}, optional
         Where blocks are decoded; None means "cpu".
     frames_per_chunk : int
@@ -198,17 +206,10 @@ def layers_to_dask(
     dask.array.Array
         Shape ``(n_layers, *coordinate_shape, Y, X)``, uint16.
 
-    Raises
-    ------
-    ValueError
-        If no layer has a mask in any frame.
-    DecodeError
-        If the layers' frames differ in shape.
-
     Examples
     --------
     >>> with nd2gpu.ND2File("cells.nd2") as f:  # doctest: +SKIP
     ...     masks = f.binary_data.to_dask()
     >>> masks[:, 0].compute()  # doctest: +SKIP
     """
-    return _build(layers.stackable_layers(), device, frames_per_chunk, stacked=True)
+    return _build(layers, device, frames_per_chunk, stacked=True)

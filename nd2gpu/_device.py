@@ -11,16 +11,26 @@ needs it, so nothing here imports CuPy or numba.cuda.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import numpy as np
 
 from ._errors import DeviceUnavailableError
+from ._typing import Device, DeviceRequest
 
-#: A device a block is decoded on.
-Device = Literal["cpu", "cuda"]
+__all__ = [
+    "DEVICE_NAMES",
+    "Device",
+    "DeviceRequest",
+    "check_request",
+    "cuda_status",
+    "gpu_usable",
+    "resolve_device",
+    "simulator_active",
+    "to_numpy",
+]
+
 #: What a caller may ask for.
-DeviceRequest = Literal["auto", "cpu", "cuda"]
 DEVICE_NAMES: tuple[str, ...] = get_args(DeviceRequest)
 
 

@@ -14,14 +14,19 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._backends import decode_block
+from ._dask import layer_to_dask, layers_to_dask
 from ._decode.frame import parse_header
+from ._decode.layer_ref import LayerRef
 from ._decode.mask_source import MaskSource
-from ._decode.plan import FrameJob, with_context
+from ._decode.plan import DecodePlan
 from ._device import DeviceRequest, check_request, cuda_status, resolve_device
 from ._errors import DecodeError
 from ._format.layer_metadata import LayerMeta
-from ._objects import DEFAULT_PROPERTIES
+from ._objects import DEFAULT_PROPERTIES, check_spacing, regionprops_table
 from ._typing import Array, FrameIndex, Intensity
+
+#: What ``spacing=`` takes: ``(dy, dx)``, or "file" for the file's pixel size.
+Spacing = tuple[float, float] | str | None
 
 if TYPE_CHECKING:
     import dask.array
@@ -187,11 +192,20 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
         source: MaskSource,
         coordinate_shape: tuple[int, ...],
         device: DeviceRequest | None = None,
+        *,
+        axes: tuple[str, ...] | None = None,
+        pixel_size: tuple[float, float] | None = None,
     ) -> None:
         self._meta = meta
         self._source = source
         self._coordinate_shape = tuple(int(c) for c in coordinate_shape)
         self._device = check_request(device)
+        self._axes = (
+            tuple(axes) if axes is not None else ("",) * len(self._coordinate_shape)
+        )
+        if len(self._axes) != len(self._coordinate_shape):
+            raise ValueError("axes must name each loop of coordinate_shape")
+        self._pixel_size = pixel_size
         self._init_export()
 
     name = property(lambda self: self._meta.name, doc="The layer's name.")
@@ -215,6 +229,29 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
     def source(self) -> MaskSource:
         """Where the layer's payloads are read from (shared by a file's layers)."""
         return self._source
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The letter of each loop axis as in ``ND2File.sizes`` (``T``, ``P``,
+        ``Z``, ...; ``""`` for a loop of count 1, which ``sizes`` leaves out)."""
+        return self._axes
+
+    @property
+    def pixel_size(self) -> tuple[float, float] | None:
+        """The file's pixel size ``(dy, dx)`` in micrometres (``spacing="file"``),
+        None when the file does not say."""
+        return self._pixel_size
+
+    @property
+    def ref(self) -> LayerRef:
+        """The layer as plain data for the stages below (picklable)."""
+        return LayerRef(
+            self._source,
+            self._meta,
+            self._coordinate_shape,
+            self.frame_shape,  # type: ignore[arg-type]
+            self._axes,
+        )
 
     @property
     def device(self) -> str:
@@ -246,11 +283,18 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
             "source": self._source,
             "coordinate_shape": self._coordinate_shape,
             "device": self._device,
+            "axes": self._axes,
+            "pixel_size": self._pixel_size,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["meta"], state["source"], state["coordinate_shape"], state["device"]
+            state["meta"],
+            state["source"],
+            state["coordinate_shape"],
+            state["device"],
+            axes=state.get("axes"),
+            pixel_size=state.get("pixel_size"),
         )
 
     def __len__(self) -> int:
@@ -286,14 +330,13 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
             data = self._source.payload(index, self.file_tag, seq)
         if data is None:
             return None
-        job = FrameJob(self._meta, seq, 0)
         try:
             shape = parse_header(data).shape
         except DecodeError as e:
-            raise with_context(e, self._source, job) from None
+            raise e.with_context(path=self.path, layer=self.name, frame=seq) from None
+        ref = LayerRef(self._source, self._meta, self._coordinate_shape, shape)
         block = decode_block(
-            self._source,
-            [job],
+            DecodePlan.of([ref], 0, [seq]),
             (1, *shape),
             resolve_device(device or self._device),
         )
@@ -342,10 +385,9 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
         frame_shape = self.frame_shape
         if frame_shape == (0, 0):
             return None
-        jobs = [FrameJob(self._meta, seq, seq) for seq in self.frames_with_chunk()]
+        seqs = self.frames_with_chunk()
         block = decode_block(
-            self._source,
-            jobs,
+            DecodePlan.of([self.ref], 0, seqs, seqs),
             (len(self), *frame_shape),  # type: ignore[arg-type]
             resolve_device(device),
             max_bytes=max_bytes,
@@ -427,15 +469,7 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
             # by the CPU back end with a message naming what "out" must be.
             on_gpu = hasattr(out, "__cuda_array_interface__")
             device = "cuda" if on_gpu and not isinstance(out, np.ndarray) else "cpu"
-        jobs = []
-        if frame_shape != (0, 0):
-            tag = self.file_tag
-            with self._source.reading() as index:
-                jobs = [
-                    FrameJob(self._meta, seq, slot)
-                    for slot, seq in enumerate(seqs)
-                    if self._source.has_chunk(index, tag, seq)
-                ]
+        plan = DecodePlan.of([self.ref], 0, seqs if frame_shape != (0, 0) else [])
         shape = (len(seqs), *frame_shape)
         target = out
         if out is not None and single:
@@ -445,8 +479,7 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
                 )
             target = out[None]
         block = decode_block(
-            self._source,
-            jobs,
+            plan,
             shape,  # type: ignore[arg-type]
             resolve_device(_request(device, self._device)),
             max_bytes=max_bytes,
@@ -463,9 +496,9 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
 
         See ``nd2gpu._dask.layer_to_dask``.
         """
-        from ._dask import layer_to_dask
-
-        return layer_to_dask(self, _request(device, self._device), frames_per_chunk)
+        return layer_to_dask(
+            self.ref, _request(device, self._device), frames_per_chunk
+        )
 
     def regionprops_table(
         self,
@@ -473,13 +506,14 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
         *,
         properties: str | Sequence[str] = DEFAULT_PROPERTIES,
         intensity: Intensity | None = None,
+        spacing: Spacing = None,
         device: DeviceRequest | None = None,
     ) -> dict[str, Array]:
         """Measure the objects of each frame, straight from the mask runs.
 
         The columns are those of ``skimage.measure.regionprops_table`` (and
-        cuCIM's) on the label image ``layer[i]`` of each frame, plus ``frame``;
-        no label image is built. ``pandas.DataFrame(table)`` (``cudf.DataFrame``
+        cuCIM's) on the label image ``layer[i]`` of each frame, plus ``frame``
+        and the frame's loop coordinates; no label image is built. ``pandas.DataFrame(table)`` (``cudf.DataFrame``
         for CuPy columns) makes a data frame of it. See docs/objects.md.
 
         Parameters
@@ -495,6 +529,11 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
             X)`` in the order of ``frames`` (``(Y, X)`` for one integer frame)
             or the layer's whole ``(*coordinate_shape, Y, X)``, NumPy or CuPy;
             or a channel of the file, by index or name, read with nd2.
+        spacing : (float, float) or "file", optional
+            The pixel size ``(dy, dx)``: ``area`` and ``centroid`` in its units,
+            exactly as skimage's ``regionprops_table(..., spacing=)`` gives
+            them; "file" takes the file's pixel size (``pixel_size``, µm).
+            Costs a pass over the objects' pixels.
         device : {"cpu", "cuda", "auto"}, optional
             Where to measure; None uses the file's device. "cuda" gives CuPy
             columns.
@@ -502,15 +541,20 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
         Returns
         -------
         dict of str to numpy.ndarray or cupy.ndarray
-            Equal-length columns ``frame``, ``label``, ``area``, ``bbox-0`` ..
-            ``bbox-3``, ``centroid-0``, ``centroid-1``, ``intensity_*`` (the
-            ones asked for), rows sorted by (frame, label); dtypes as skimage's.
+            Equal-length columns ``frame``; one per loop axis named as in
+            ``ND2File.sizes`` (``T``, ``P``, ``Z``, ...: the frame's
+            ``numpy.unravel_index`` in ``coordinate_shape``); ``label``,
+            ``area``, ``bbox-0`` .. ``bbox-3``, ``centroid-0``, ``centroid-1``,
+            ``intensity_*`` (the ones asked for); rows sorted by (frame, label);
+            dtypes as skimage's.
 
         Raises
         ------
         ValueError
             For an unknown property, intensity columns without ``intensity``,
-            an intensity of the wrong shape, or repeated frames.
+            an intensity of the wrong shape, repeated frames, a spacing that is
+            not two positive numbers, or ``spacing="file"`` for a file without a
+            pixel size.
         DecodeError
             If a frame's data are corrupt (naming file, layer, frame, offset).
 
@@ -520,21 +564,34 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
         ...     table = f.binary_data[0].regionprops_table()
         >>> pandas.DataFrame(table)  # doctest: +SKIP
         """
-        from ._objects import regionprops_table
-
         seqs, single = (
             (range(len(self)), False)
             if frames is None
             else frame_indices(frames, len(self))
         )
         return regionprops_table(
-            [(0, self)],
+            [(0, self.ref)],
             seqs,
             single=single,
             properties=properties,
             intensity=intensity,
+            spacing=self._spacing(spacing),
+            axes=self._axes,
             device=_request(device, self._device),
         )
+
+    def _spacing(self, spacing: Spacing) -> tuple[float, float] | None:
+        if isinstance(spacing, str):
+            if spacing != "file":
+                raise ValueError(
+                    f"spacing must be two numbers (dy, dx) or 'file', not {spacing!r}"
+                )
+            if self._pixel_size is None:
+                raise ValueError(
+                    f"{self.path}: the file gives no pixel size for spacing='file'"
+                )
+            return check_spacing(self._pixel_size)
+        return check_spacing(spacing)
 
     def __array__(
         self, dtype: DTypeLike | None = None, copy: bool | None = None
@@ -623,14 +680,15 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
         first = layers[0]
         frame_shape = first.frame_shape
         n = len(first)
-        jobs = [
-            FrameJob(layer.meta, seq, i * n + seq)
-            for i, layer in enumerate(layers)
-            for seq in layer.frames_with_chunk()
-        ]
+        with_chunk = [np.asarray(layer.frames_with_chunk(), np.int64) for layer in layers]
+        plan = DecodePlan.of(
+            [layer.ref for layer in layers],
+            np.concatenate([np.full(s.shape, i) for i, s in enumerate(with_chunk)]),
+            np.concatenate(with_chunk),
+            np.concatenate([i * n + s for i, s in enumerate(with_chunk)]),
+        )
         block = decode_block(
-            first.source,
-            jobs,
+            plan,
             (len(layers) * n, *frame_shape),  # type: ignore[arg-type]
             resolve_device(_request(device, first.device_request)),
             max_bytes=max_bytes,
@@ -667,10 +725,9 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
 
         See ``nd2gpu._dask.layers_to_dask``.
         """
-        from ._dask import layers_to_dask
-
         default = self._data[0].device_request if self._data else None
-        return layers_to_dask(self, _request(device, default), frames_per_chunk)
+        refs = [layer.ref for layer in self.stackable_layers()]
+        return layers_to_dask(refs, _request(device, default), frames_per_chunk)
 
     def regionprops_table(
         self,
@@ -678,6 +735,7 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
         *,
         properties: str | Sequence[str] = DEFAULT_PROPERTIES,
         intensity: Intensity | None = None,
+        spacing: Spacing = None,
         device: DeviceRequest | None = None,
     ) -> dict[str, Array]:
         """Measure the objects of every layer: ``BinaryLayer.regionprops_table``
@@ -691,18 +749,18 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
         -------
         dict of str to numpy.ndarray or cupy.ndarray
         """
-        from ._objects import regionprops_table
-
         n = len(self._data[0]) if self._data else 0
         seqs, single = (range(n), False) if frames is None else frame_indices(frames, n)
-        default = self._data[0].device_request if self._data else None
+        first = self._data[0] if self._data else None
         return regionprops_table(
-            list(enumerate(self._data)),
+            [(i, layer.ref) for i, layer in enumerate(self._data)],
             seqs,
             single=single,
             properties=properties,
             intensity=intensity,
-            device=_request(device, default),
+            spacing=None if first is None else first._spacing(spacing),
+            axes=() if first is None else first.axes,
+            device=_request(device, None if first is None else first.device_request),
             layer_column=True,
         )
 

@@ -14,6 +14,7 @@ from ._decode.mask_source import MaskSource
 from ._device import DeviceRequest, check_request, resolve_device
 from ._format.container import BINARY_METADATA_CHUNK
 from ._format.layer_metadata import decode_layer_metadata
+from ._format.loops import loop_axes
 from ._layers import BinaryLayer, BinaryLayers
 from ._sources import source_spec
 
@@ -140,12 +141,29 @@ class ND2File(nd2.ND2File):
             )
             return None
         coordinate_shape = tuple(loop.count for loop in self.experiment)
+        axes = loop_axes((loop.type, loop.count) for loop in self.experiment)
+        pixel_size = self._pixel_size()
         return BinaryLayers(
             [
-                BinaryLayer(meta, source, coordinate_shape, self._device_request)
+                BinaryLayer(
+                    meta,
+                    source,
+                    coordinate_shape,
+                    self._device_request,
+                    axes=axes,
+                    pixel_size=pixel_size,
+                )
                 for meta in metas
             ]
         )
+
+    def _pixel_size(self) -> tuple[float, float] | None:
+        """``(dy, dx)`` in micrometres, None if the file's metadata lack it."""
+        try:
+            size = self.voxel_size()
+        except Exception:  # nd2 raises various errors on incomplete metadata
+            return None
+        return (float(size.y), float(size.x))
 
     def open(self) -> None:
         """Open the file for reading (also reopens the binary layers' map)."""

@@ -18,6 +18,7 @@ naming the file.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import mmap
 import os
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import numpy as np
 
 #: Ranges closer than this are fetched as one request (the bytes between them are
 #: read and dropped: cheaper than another round trip).
@@ -123,6 +126,11 @@ class ByteSource(ABC):
         """The bytes of every range, in order (remote sources: one batch)."""
         return [self.read(a, b) for a, b in ranges]
 
+    def buffer(self) -> np.ndarray | None:
+        """The whole file as a read-only ``uint8`` array, without a copy, where
+        the source is one (a memory map); None elsewhere."""
+        return None
+
     @abstractmethod
     def identity(self) -> tuple[Any, ...]:
         """What changes when the file does (size, and inode/mtime or ETag)."""
@@ -160,6 +168,7 @@ class LocalFile(ByteSource):
                 if self.size
                 else None
             )
+        self._array: np.ndarray | None = None
         self._closed = False
 
     def read(self, start: int, stop: int) -> bytes:
@@ -169,6 +178,18 @@ class LocalFile(ByteSource):
             if self._mm is None or start >= stop:
                 return b""
             return self._mm[start:stop]
+
+    def buffer(self) -> np.ndarray:
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"ND2 file {self.name!r} is closed")
+            if self._array is None:
+                self._array = (
+                    np.frombuffer(self._mm, np.uint8)
+                    if self._mm is not None
+                    else np.empty(0, np.uint8)
+                )
+            return self._array
 
     def identity(self) -> tuple[Any, ...]:
         # The inode too: a file replaced by a rename (as write_nd2 does) may have
@@ -182,15 +203,21 @@ class LocalFile(ByteSource):
 
     def close(self) -> None:
         with self._lock:
+            self._array = None
             if self._mm is not None:
-                self._mm.close()
+                # Views of the map still alive (in a traceback, say) keep it
+                # until they are gone; the map then closes with its last user.
+                with contextlib.suppress(BufferError):
+                    self._mm.close()
                 self._mm = None
             self._closed = True
 
     def __del__(self) -> None:
+        self._array = None
         mm = getattr(self, "_mm", None)
         if mm is not None:
-            mm.close()
+            with contextlib.suppress(BufferError):
+                mm.close()
 
 
 class FileObjectSource(ByteSource):

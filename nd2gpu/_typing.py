@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
@@ -18,3 +18,7 @@ FrameIndex: TypeAlias = int | slice | range | Sequence[int] | np.ndarray
 #: Intensity images for object tables: an array of the frames' images (NumPy or
 #: a device array), or a channel of the file by index or name.
 Intensity: TypeAlias = np.ndarray | DeviceArray | int | str
+#: A resolved device: where arrays are made.
+Device: TypeAlias = Literal["cpu", "cuda"]
+#: A device as users ask for it ("auto": CUDA where usable, else the CPU).
+DeviceRequest: TypeAlias = Literal["auto", "cpu", "cuda"]

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 import pytest
 
-from nd2gpu._decode import frame as _frame_decode
+from nd2gpu._backends import cpu as _cpu
+from nd2gpu._decode import front as _front
 
 
 class CountingInflate:
-    """Counts calls of the whole-stream inflate (anything actually decoded)."""
+    """Counts the frames whose whole stream is inflated (anything decoded)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
-        original = _frame_decode.inflate_payload
+        original = _front.inflate_group
 
-        def counting(*args: object, **kwargs: object) -> np.ndarray:
-            self.calls += 1
-            return original(*args, **kwargs)
+        def counting(payloads: Any, *args: Any, **kwargs: Any) -> Any:
+            self.calls += sum(p is not None for p in payloads)
+            return original(payloads, *args, **kwargs)
 
-        monkeypatch.setattr(_frame_decode, "inflate_payload", counting)
+        monkeypatch.setattr(_front, "inflate_group", counting)
+        monkeypatch.setattr(_cpu, "inflate_group", counting)

@@ -1,23 +1,23 @@
 """Back ends: where frames are expanded into an output block.
 
-- ``cpu``: NumPy blocks, painted by numba threads on the host;
-- ``cuda``: device blocks, expanded by a numba-CUDA kernel (the only package that
-  imports ``numba.cuda`` or ``cupy``; loaded on first use).
+- ``cpu``: NumPy blocks, painted by the decode threads on the host;
+- ``cuda``: device blocks, the runs staged by the decode threads and expanded by
+  a numba-CUDA kernel (the only package that imports ``numba.cuda`` or
+  ``cupy``; loaded on first use).
 
 Each back end is a module with the functions of ``Backend``. To add one, write
-such a module and name it in ``_BACKEND_MODULES`` (and in ``nd2gpu._device``).
+such a module and name it in ``_BACKEND_MODULES`` (and in ``nd2gpu._typing``'s
+``Device``).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
-from .._decode.mask_source import MaskSource
-from .._decode.plan import FrameJob
-from .._device import Device
+from .._decode.plan import DecodePlan
 from .._limits import check_block
+from .._typing import Device
 
 _BACKEND_MODULES: dict[str, str] = {"cpu": ".cpu", "cuda": ".cuda"}
 
@@ -34,15 +34,8 @@ class Backend(Protocol):
     def clear(self, out: Any) -> None:
         """Zero ``out`` (a block that passed ``check_out``)."""
 
-    def decode_frames(
-        self,
-        source: MaskSource,
-        jobs: Sequence[FrameJob],
-        out: Any,
-        *,
-        zero: bool = False,
-    ) -> None:
-        """Decode ``jobs`` into the ``(slots, Y, X)`` block ``out``: zeroed, or
+    def decode_frames(self, plan: DecodePlan, out: Any, *, zero: bool = False) -> None:
+        """Decode ``plan`` into the ``(slots, Y, X)`` block ``out``: zeroed, or
         zeroed here first when ``zero`` (a caller's reused block)."""
 
     def meta(self, ndim: int) -> Any:
@@ -58,21 +51,18 @@ def backend(device: Device) -> Backend:
 
 
 def decode_block(
-    source: MaskSource,
-    jobs: Sequence[FrameJob],
+    plan: DecodePlan,
     shape: tuple[int, int, int],
     device: Device,
     *,
     max_bytes: int | None = None,
     out: Any = None,
 ) -> Any:
-    """Decode ``jobs`` into a zeroed ``(slots, Y, X)`` uint16 block on ``device``.
+    """Decode a plan into a zeroed ``(slots, Y, X)`` uint16 block on ``device``.
 
     Parameters
     ----------
-    source : MaskSource
-        Where the payloads are read from.
-    jobs : sequence of FrameJob
+    plan : DecodePlan
         Which frame goes into which slot; slots without a job are zeros.
     shape : (slots, Y, X)
         The block's shape.
@@ -97,5 +87,8 @@ def decode_block(
     else:
         impl.check_out(out, shape)
         block = out
-    impl.decode_frames(source, jobs, block, zero=out is not None)
+    if plan.n_jobs:
+        impl.decode_frames(plan, block, zero=out is not None)
+    elif out is not None:
+        impl.clear(block)
     return block

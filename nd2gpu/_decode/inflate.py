@@ -121,35 +121,3 @@ def read_header(payload: bytes | memoryview) -> np.ndarray:
             offset=len(head),
         )
     return np.frombuffer(head, dtype="<u4")
-
-
-def inflate_payload(payload: bytes | memoryview, shape: tuple[int, int]) -> np.ndarray:
-    """Inflate a whole mask stream, refusing to exceed the cap its shape allows.
-
-    Parameters
-    ----------
-    payload : bytes-like
-        The zlib stream (chunk data after the 4-byte prefix).
-    shape : (int, int)
-        ``(nrows, ncols)`` from the stream's own header (see ``read_header``).
-
-    Returns
-    -------
-    np.ndarray
-        The inflated stream as little-endian uint32 words (a trailing partial word
-        is dropped; the parser reports a record that needs it as truncated).
-    """
-    cap = inflate_cap(*shape)
-    d = INFLATER.decompressobj()
-    try:
-        data = d.decompress(payload, cap)
-        past_cap = not d.eof and (
-            bool(d.unconsumed_tail) or (len(data) == cap and bool(d.decompress(b"", 1)))
-        )
-    except INFLATER.error as e:
-        raise corrupt_stream(e) from None
-    if past_cap:
-        raise over_cap(cap, shape)
-    if not d.eof:
-        raise truncated_stream(len(data))
-    return np.frombuffer(data, dtype="<u4", count=len(data) // 4)

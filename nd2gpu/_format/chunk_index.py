@@ -13,8 +13,11 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .._errors import DecodeError
 from .._sources import ByteSource, LocalFile
@@ -25,6 +28,7 @@ from .container import (
     CHUNKMAP_LOCATION,
     CHUNKMAP_SIGNATURE,
     FILEMAP_SIGNATURE,
+    binary_frame_chunk_name,
 )
 
 #: The largest chunk data length that is a valid size (``sys.maxsize`` on 64-bit
@@ -42,6 +46,26 @@ SPECULATIVE_CHUNK_BYTES = 64 << 20
 #: Remote sources: the data of this many chunks read last is kept (a frame's
 #: header is read for its shape, then the frame decoded: one request, not two).
 RECENT_CHUNKS = 16
+
+
+@dataclass(frozen=True)
+class LayerFrames:
+    """The frame chunks of one layer: ``seqs`` (sorted) and where their data lie
+    (``ranges[i]`` as ``ChunkIndex.data_ranges`` gives them)."""
+
+    seqs: np.ndarray
+    ranges: np.ndarray
+
+    def lookup(self, seqs: np.ndarray) -> np.ndarray:
+        """``int64[len(seqs), 2]`` data ranges of frames ``seqs``, ``(-1, -1)``
+        where a frame has no chunk."""
+        out = np.full((seqs.shape[0], 2), -1, np.int64)
+        if not self.seqs.shape[0]:
+            return out
+        pos = np.minimum(np.searchsorted(self.seqs, seqs), self.seqs.shape[0] - 1)
+        found = self.seqs[pos] == seqs
+        out[found] = self.ranges[pos[found]]
+        return out
 
 
 class ChunkIndex:
@@ -74,6 +98,7 @@ class ChunkIndex:
         self.size = source.size
         self._tail: tuple[int, bytes] | None = None
         self._seqs: dict[bytes, list[int]] = {}
+        self._layer_frames: dict[str, LayerFrames] = {}
         self._recent: OrderedDict[int, bytes] = OrderedDict()
         self._recent_lock = threading.Lock()
         self._map_offset = self.size
@@ -217,6 +242,59 @@ class ChunkIndex:
         the chunk's header."""
         offset = self.offsets.get(name)
         return None if offset is None else self._data_range(offset)
+
+    def data_ranges(self, names: Sequence[bytes]) -> np.ndarray:
+        """``(start, stop)`` of the data of every chunk of ``names``, at once.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``int64[len(names), 2]``: ``(-1, -1)`` for a name the map does not
+            list, ``(-2, -2)`` for a chunk without a valid header (``data_range``
+            of its name raises the error). Local files are read straight from
+            their map, in one pass; other sources read the chunk headers in one
+            coalesced request.
+        """
+        offsets = np.array([self.offsets.get(name, -1) for name in names], np.int64)
+        out = np.full((len(names), 2), -1, np.int64)
+        listed = np.flatnonzero(
+            (offsets >= 0) & (offsets <= self.size - CHUNK_HEADER.size)
+        )
+        out[(offsets >= 0) & (offsets > self.size - CHUNK_HEADER.size)] = -2
+        if not listed.size:
+            return out
+        where = offsets[listed]
+        buffer = self.source.buffer()
+        if buffer is not None:
+            heads = buffer[where[:, None] + np.arange(CHUNK_HEADER.size)]
+        else:
+            ranges = [(o, o + CHUNK_HEADER.size) for o in where.tolist()]
+            data = self.source.read_many(ranges, max_gap=0)
+            heads = np.frombuffer(b"".join(data), np.uint8).reshape(-1, 16)
+        magic = heads[:, :4].copy().view("<u4")[:, 0]
+        name_len = heads[:, 4:8].copy().view("<u4")[:, 0].astype(np.int64)
+        data_len = heads[:, 8:].copy().view("<u8")[:, 0]
+        valid = (magic == CHUNK_MAGIC) & (data_len <= MAX_CHUNK_BYTES)
+        start = np.minimum(where + CHUNK_HEADER.size + name_len, self.size)
+        stop = start + np.minimum(data_len, self.size - start).astype(np.int64)
+        out[listed, 0] = np.where(valid, start, -2)
+        out[listed, 1] = np.where(valid, stop, -2)
+        return out
+
+    def layer_frames(self, file_tag: str) -> LayerFrames:
+        """Where the data of every listed frame chunk of a layer lies (cached).
+
+        Costs one pass over the chunk names and one over the frames' chunk
+        headers the first time a layer is asked for.
+        """
+        frames = self._layer_frames.get(file_tag)
+        if frames is None:
+            prefix = binary_frame_chunk_name(file_tag, 0)[:-2]
+            seqs = np.array(self.sequence_indices(prefix), np.int64)
+            names = [binary_frame_chunk_name(file_tag, s) for s in seqs.tolist()]
+            frames = LayerFrames(seqs, self.data_ranges(names))
+            self._layer_frames[file_tag] = frames
+        return frames
 
     def read_range(self, start: int, stop: int) -> bytes:
         """Bytes ``[start, stop)`` of the file (cut at its end): a piece of a

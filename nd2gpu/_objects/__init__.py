@@ -6,11 +6,10 @@
 
 - ``columns``: the properties, their columns and dtypes (skimage's);
 - ``intensity``: intensity images, an array or a channel of the file;
-- ``jobs``: which frame of which layer a row comes from;
-- ``cpu``: each frame's stream inflated in pieces and scanned by
-  ``kernels/_objects_kernels.py`` (numba, ``nogil``), frames in parallel;
-- ``gpu``: run tables reduced by (frame, id) on the GPU
-  (``nd2gpu/_backends/cuda/objects.py``);
+- ``cpu``: each frame recorded as runs by the shared front half and reduced by
+  id in ``kernels/_objects_kernels.py`` (numba, ``nogil``), frames in parallel;
+- ``gpu``: the runs staged by the same front half and reduced by (frame, id) on
+  the GPU (``nd2gpu/_backends/cuda/objects.py``);
 - ``dask``: ``regionprops_dask``, tables of whole files on a dask cluster.
 """
 
@@ -22,6 +21,7 @@ from .columns import (
     PROPERTIES,
     PROPERTY_COLUMNS,
     check_properties,
+    check_spacing,
     column_dtype,
     table_columns,
 )
@@ -33,6 +33,7 @@ __all__ = [
     "PROPERTIES",
     "PROPERTY_COLUMNS",
     "check_properties",
+    "check_spacing",
     "column_dtype",
     "regionprops_table",
     "table_columns",

@@ -1,17 +1,13 @@
-"""The table's properties and columns: skimage's names and dtypes."""
+"""The table's properties and columns: skimage's names and dtypes, and the columns
+made from the measured entries."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..kernels import _objects_kernels as ok
-
-if TYPE_CHECKING:
-    pass
-
 
 #: What ``regionprops_table`` can measure (skimage's names).
 PROPERTIES: tuple[str, ...] = (
@@ -39,24 +35,10 @@ PROPERTY_COLUMNS: dict[str, tuple[str, ...]] = {
     "intensity_min": ("intensity_min",),
     "intensity_max": ("intensity_max",),
 }
-#: Where each column sits in the kernels' column tuples, and its dtype (skimage's).
-INT_COLUMN_INDEX: dict[str, int] = {
-    "layer": ok.I_LAYER,
-    "frame": ok.I_FRAME,
-    "label": ok.I_LABEL,
-    "bbox-0": ok.I_BBOX0,
-    "bbox-1": ok.I_BBOX0 + 1,
-    "bbox-2": ok.I_BBOX0 + 2,
-    "bbox-3": ok.I_BBOX0 + 3,
-}
-FLOAT_COLUMN_INDEX: dict[str, int] = {
-    "area": ok.F_AREA,
-    "centroid-0": ok.F_CENTROID0,
-    "centroid-1": ok.F_CENTROID0 + 1,
-    "intensity_mean": ok.F_MEAN,
-    "intensity_min": ok.F_MIN,
-    "intensity_max": ok.F_MAX,
-}
+#: Columns of float64 (skimage's dtype); every other column is int64.
+FLOAT_COLUMNS: frozenset[str] = frozenset(
+    {"area", "centroid-0", "centroid-1", *INTENSITY_PROPERTIES}
+)
 
 
 def check_properties(properties: str | Sequence[str]) -> tuple[str, ...]:
@@ -90,10 +72,39 @@ def check_properties(properties: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def table_columns(properties: Sequence[str], layer_column: bool) -> list[str]:
-    """The table's column names: ``[layer,] frame``, then each property's."""
+def check_spacing(spacing: object) -> tuple[float, float] | None:
+    """``spacing`` as ``(dy, dx)`` floats (None: pixels).
+
+    Raises
+    ------
+    ValueError
+        If it is not two positive, finite numbers.
+    """
+    if spacing is None:
+        return None
+    try:
+        values = np.asarray(spacing, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"spacing must be two numbers (dy, dx) or 'file', not {spacing!r}"
+        ) from None
+    if values.shape == ():
+        values = np.full(2, values)
+    if values.shape != (2,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(
+            f"spacing must be two positive numbers (dy, dx) or 'file', not {spacing!r}"
+        )
+    return (float(values[0]), float(values[1]))
+
+
+def table_columns(
+    properties: Sequence[str], layer_column: bool, axes: Sequence[str]
+) -> list[str]:
+    """The table's column names: ``[layer,] frame``, the loop axes, then each
+    property's."""
     names = ["layer"] if layer_column else []
     names.append("frame")
+    names += axes
     for prop in properties:
         names += PROPERTY_COLUMNS[prop]
     return names
@@ -101,4 +112,65 @@ def table_columns(properties: Sequence[str], layer_column: bool) -> list[str]:
 
 def column_dtype(name: str) -> np.dtype:
     """dtype of a column (as ``skimage.measure.regionprops_table`` gives it)."""
-    return np.dtype(np.int64 if name in INT_COLUMN_INDEX else np.float64)
+    return np.dtype(np.float64 if name in FLOAT_COLUMNS else np.int64)
+
+
+def entry_columns(
+    names: Sequence[str],
+    stats: np.ndarray,
+    fstats: np.ndarray,
+    *,
+    seqs: np.ndarray,
+    layer: int,
+    coordinate_shape: tuple[int, ...],
+    axes: Sequence[str],
+    int_sums: bool,
+    spacing: tuple[float, float] | None,
+) -> dict[str, np.ndarray]:
+    """The named columns of one layer's measured entries (host arrays).
+
+    ``stats[:, S_FRAME]`` indexes ``seqs`` (the jobs' sequence indices); with a
+    ``spacing``, area and centroid are in its units, computed as skimage
+    computes them (``area``: pixels times ``dy * dx``; ``centroid``: the mean of
+    the scaled coordinates, summed pixel by pixel by the kernel).
+    """
+    frame = seqs[stats[:, ok.S_FRAME]]
+    count = stats[:, ok.S_AREA].astype(np.float64)
+    coords = (
+        np.unravel_index(frame, coordinate_shape)
+        if axes
+        else ()
+    )
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == "layer":
+            column = np.full(stats.shape[0], layer, np.int64)
+        elif name == "frame":
+            column = frame.astype(np.int64)
+        elif name in axes:
+            column = np.asarray(coords[list(axes).index(name)], np.int64)
+        elif name == "label":
+            column = stats[:, ok.S_LABEL].copy()
+        elif name == "area":
+            column = count if spacing is None else count * np.prod(spacing)
+        elif name.startswith("bbox-"):
+            k = int(name[-1])
+            field = (ok.S_MIN_ROW, ok.S_MIN_COL, ok.S_MAX_ROW, ok.S_MAX_COL)[k]
+            column = stats[:, field] + (1 if k >= 2 else 0)
+        elif name.startswith("centroid-"):
+            k = int(name[-1])
+            if spacing is None:
+                column = stats[:, (ok.S_SUM_ROW, ok.S_SUM_COL)[k]] / count
+            else:
+                column = fstats[:, (ok.F_SUM_ROW, ok.F_SUM_COL)[k]] / count
+        elif name == "intensity_mean":
+            total = stats[:, ok.S_SUM_INT] if int_sums else fstats[:, ok.F_SUM]
+            column = total / count
+        elif name == "intensity_min":
+            column = fstats[:, ok.F_MIN].copy()
+        elif name == "intensity_max":
+            column = fstats[:, ok.F_MAX].copy()
+        else:  # pragma: no cover - names come from table_columns
+            raise AssertionError(name)
+        out[name] = np.ascontiguousarray(column, column_dtype(name))
+    return out

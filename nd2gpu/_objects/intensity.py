@@ -14,7 +14,7 @@ from .._device import to_numpy
 from .._typing import Intensity
 
 if TYPE_CHECKING:
-    from .._layers import BinaryLayer
+    from .._decode.layer_ref import LayerRef
 
 
 _UINT16 = np.dtype(np.uint16)
@@ -73,7 +73,7 @@ def _is_device_array(array: Any) -> bool:
 
 def check_images(
     intensity: Intensity,
-    layers: Sequence[BinaryLayer],
+    layers: Sequence[LayerRef],
     n_asked: int,
     single: bool,
 ) -> Images:

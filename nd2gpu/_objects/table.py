@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+
+from .._decode.layer_ref import LayerRef
+from .._decode.plan import DecodePlan
 from .._device import DeviceRequest, resolve_device
 from .._typing import Intensity
+from ..kernels._objects_kernels import integer_sums
 from .columns import (
     DEFAULT_PROPERTIES,
     INTENSITY_PROPERTIES,
     check_properties,
+    column_dtype,
+    entry_columns,
     table_columns,
 )
-from .cpu import table_cpu
-from .gpu import table_cuda
-from .intensity import check_images
-from .jobs import ObjectJob, empty_table
-
-if TYPE_CHECKING:
-    from .._layers import BinaryLayer
+from .cpu import measure_cpu
+from .gpu import measure_cuda, to_device_columns
+from .intensity import Images, check_images
 
 
 def regionprops_table(
-    layers: Sequence[tuple[int, BinaryLayer]],
+    layers: Sequence[tuple[int, LayerRef]],
     seqs: Sequence[int],
     *,
     single: bool = False,
     properties: str | Sequence[str] = DEFAULT_PROPERTIES,
     intensity: Intensity | None = None,
+    spacing: tuple[float, float] | None = None,
+    axes: Sequence[str] = (),
     device: DeviceRequest | None = None,
     layer_column: bool = False,
 ) -> dict[str, Any]:
@@ -36,7 +41,7 @@ def regionprops_table(
 
     Parameters
     ----------
-    layers : sequence of (int, BinaryLayer)
+    layers : sequence of (int, LayerRef)
         The layers to measure and their indices in the file (one file).
     seqs : sequence of int
         Sequence indices, in range, without repeats.
@@ -44,6 +49,11 @@ def regionprops_table(
         ``frames`` was one integer (then a ``(Y, X)`` intensity image is taken).
     properties, intensity, device
         As in ``BinaryLayer.regionprops_table``.
+    spacing : (float, float), optional
+        ``(dy, dx)``, checked (``columns.check_spacing``).
+    axes : sequence of str
+        The names of the loop-coordinate columns, one per entry of the layers'
+        ``coordinate_shape`` that has one (``""`` for a loop without a column).
     layer_column : bool
         Whether the table has a ``layer`` column.
 
@@ -52,7 +62,8 @@ def regionprops_table(
     dict of str to numpy.ndarray or cupy.ndarray
     """
     props = check_properties(properties)
-    names = table_columns(props, layer_column)
+    named_axes = [a for a in axes if a]
+    names = table_columns(props, layer_column, named_axes)
     seqs = [int(s) for s in seqs]
     if len(set(seqs)) != len(seqs):
         raise ValueError("frames must not repeat a frame (rows are keyed by frame)")
@@ -62,26 +73,70 @@ def regionprops_table(
             "intensity_mean, intensity_min and intensity_max need intensity=: the "
             "frames' images (an array) or a channel of the file (index or name)"
         )
+    refs = [ref for _, ref in layers]
     images = (
         None
         if intensity is None or not layers
-        else check_images(intensity, [layer for _, layer in layers], len(seqs), single)
+        else check_images(intensity, refs, len(seqs), single)
     )
     dev = resolve_device(device)
-    if not layers:
-        return empty_table(names, dev)
-    order = sorted(range(len(seqs)), key=seqs.__getitem__)
-    jobs = [
-        ObjectJob(
-            index,
-            layer,
-            seqs[pos],
-            -1 if images is None else images.index(pos, seqs[pos]),
-        )
-        for index, layer in layers
-        for pos in order
-    ]
     use = images if want_values else None
-    if dev == "cuda":
-        return table_cuda(jobs, names, use)
-    return table_cpu(jobs, names, use)
+    order = np.array(sorted(range(len(seqs)), key=seqs.__getitem__), np.int64)
+    sorted_seqs = np.asarray(seqs, np.int64)[order] if seqs else np.empty(0, np.int64)
+    image_index = (
+        np.empty(0, np.int64)
+        if use is None
+        else np.array(
+            [use.index(int(p), int(s)) for p, s in zip(order, sorted_seqs, strict=True)],
+            np.int64,
+        )
+    )
+    parts = []
+    for layer_index, ref in layers:
+        if ref.frame_shape == (0, 0) or not seqs:
+            continue  # no frame of the layer has a mask
+        plan = DecodePlan.of([ref], 0, sorted_seqs)
+        stats, fstats = _measure(dev, plan, ref, use, image_index, spacing)
+        parts.append(
+            entry_columns(
+                names,
+                stats,
+                fstats,
+                seqs=sorted_seqs,
+                layer=layer_index,
+                coordinate_shape=ref.coordinate_shape,
+                axes=list(axes),
+                int_sums=use is not None and integer_sums(use.dtype),
+                spacing=spacing,
+            )
+        )
+    return _concatenate(names, parts, dev)
+
+
+def _measure(
+    device: str,
+    plan: DecodePlan,
+    ref: LayerRef,
+    images: Images | None,
+    image_index: np.ndarray,
+    spacing: tuple[float, float] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    if device == "cuda":
+        return measure_cuda(plan, ref.frame_shape, images, image_index, spacing)
+    return measure_cpu(plan, ref.frame_shape, images, image_index, spacing)
+
+
+def _concatenate(
+    names: Sequence[str], parts: list[dict[str, np.ndarray]], device: str
+) -> dict[str, Any]:
+    columns = {
+        name: (
+            np.concatenate([p[name] for p in parts])
+            if parts
+            else np.empty(0, column_dtype(name))
+        )
+        for name in names
+    }
+    if device == "cuda":
+        return to_device_columns(columns)
+    return columns

@@ -1,9 +1,10 @@
 """Object tables as dask data frames: whole files, or many, measured on a cluster.
 
 One partition per layer and run of consecutive frames (cut as ``to_dask`` cuts
-its blocks). A task holds the layer itself, which pickles as its source and
-metadata, so it runs on any worker that can read the file; workers measure
-with ``BinaryLayer.regionprops_table`` and return a pandas data frame.
+its blocks). A task holds the layer as plain data (a ``LayerRef``: its source,
+metadata and shapes), so it runs on any worker that can read the file; workers
+measure with the object tables' stage (``nd2gpu._objects``) and return a pandas
+data frame.
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._dask import frame_blocks, frame_chunks
-from .._device import DeviceRequest, check_request, to_numpy
-from .._layers import BinaryLayer, BinaryLayers
-from .columns import DEFAULT_PROPERTIES, check_properties, column_dtype, table_columns
+from ._dask import frame_blocks, frame_chunks
+from ._decode.layer_ref import LayerRef
+from ._device import DeviceRequest, check_request, to_numpy
+from ._layers import BinaryLayer, BinaryLayers, Spacing
+from ._nd2file import ND2File
+from ._objects import (
+    DEFAULT_PROPERTIES,
+    check_properties,
+    column_dtype,
+    regionprops_table,
+    table_columns,
+)
 
 if TYPE_CHECKING:
     import dask.dataframe
@@ -34,7 +43,7 @@ Source = (
 )
 
 
-def _frame_runs(layer: BinaryLayer, frames_per_chunk: int) -> list[range]:
+def _frame_runs(layer: LayerRef, frames_per_chunk: int) -> list[range]:
     """Runs of consecutive frames of at most ``frames_per_chunk`` (``to_dask``'s)."""
     shape = tuple(layer.coordinate_shape)
     return [
@@ -44,10 +53,11 @@ def _frame_runs(layer: BinaryLayer, frames_per_chunk: int) -> list[range]:
 
 
 def objects_partition(
-    layer: BinaryLayer,
+    layer: LayerRef,
     seqs: range,
     properties: tuple[str, ...],
     intensity: int | str | None,
+    spacing: tuple[float, float] | None,
     device: DeviceRequest | None,
     layer_index: int | None,
     path: str | None,
@@ -59,8 +69,14 @@ def objects_partition(
     """
     import pandas
 
-    table = layer.regionprops_table(
-        seqs, properties=properties, intensity=intensity, device=device
+    table = regionprops_table(
+        [(0, layer)],
+        seqs,
+        properties=properties,
+        intensity=intensity,
+        spacing=spacing,
+        axes=layer.axes,
+        device=device,
     )
     n = len(table["frame"])
     columns: dict[str, Any] = {}
@@ -90,6 +106,7 @@ def regionprops_dask(
     frames_per_chunk: int = 16,
     properties: str | Sequence[str] = DEFAULT_PROPERTIES,
     intensity: int | str | None = None,
+    spacing: Spacing = None,
     device: DeviceRequest | None = None,
 ) -> dask.dataframe.DataFrame:
     """A dask data frame of the object tables of layers, files or many files.
@@ -108,6 +125,9 @@ def regionprops_dask(
         As in ``BinaryLayer.regionprops_table``.
     intensity : int or str, optional
         A channel of the file(s) (index or name) for the intensity columns.
+    spacing : (float, float) or "file", optional
+        As in ``BinaryLayer.regionprops_table`` ("file": each file's own pixel
+        size).
     device : {"cpu", "cuda", "auto"}, optional
         Where each partition is measured (checked by the workers); the
         partitions are pandas data frames either way.
@@ -115,8 +135,8 @@ def regionprops_dask(
     Returns
     -------
     dask.dataframe.DataFrame
-        Columns ``[path,] [layer,] frame``, then the properties' columns, as
-        ``BinaryLayer.regionprops_table`` gives them; partitions in order of
+        Columns ``[path,] [layer,] frame``, the loop axes, then the properties'
+        columns, as ``BinaryLayer.regionprops_table`` gives them; partitions in order of
         file, layer and frame. Nothing is measured until computed.
 
     Raises
@@ -147,22 +167,27 @@ def regionprops_dask(
         )
     with_path = False
     layer_column = True
-    parts: list[tuple[BinaryLayer, int | None, str | None]] = []
+    layers: list[tuple[BinaryLayer, int | None, str | None]] = []
     if isinstance(source, BinaryLayer):
-        parts = [(source, None, None)]
+        layers = [(source, None, None)]
         layer_column = False
     elif isinstance(source, BinaryLayers):
-        parts = [(layer, i, None) for i, layer in enumerate(layer for layer in source)]
+        layers = [(layer, i, None) for i, layer in enumerate(layer for layer in source)]
     else:
         paths = _paths(source)
         with_path = True
         for path in paths:
-            parts += [(layer, i, path) for i, layer in enumerate(_file_layers(path))]
-    names = table_columns(props, layer_column)
+            layers += [(layer, i, path) for i, layer in enumerate(_file_layers(path))]
+    parts = [
+        (layer.ref, layer._spacing(spacing), layer_index, path)
+        for layer, layer_index, path in layers
+    ]
+    axes = _axes([ref for ref, *_ in parts])
+    names = table_columns(props, layer_column, axes)
     args = [
-        (layer, seqs, props, intensity, device, layer_index, path)
-        for layer, layer_index, path in parts
-        for seqs in _frame_runs(layer, frames_per_chunk)
+        (ref, seqs, props, intensity, scale, device, layer_index, path)
+        for ref, scale, layer_index, path in parts
+        for seqs in _frame_runs(ref, frames_per_chunk)
     ]
     meta = _meta(names, with_path)
     if not args:
@@ -189,9 +214,19 @@ def _paths(source: Any) -> list[str]:
     )
 
 
-def _file_layers(path: str) -> list[BinaryLayer]:
-    from .._nd2file import ND2File
+def _axes(refs: Sequence[LayerRef]) -> list[str]:
+    """The loop-axis columns of the layers' tables (they must agree: one frame)."""
+    found = {tuple(a for a in ref.axes if a) for ref in refs}
+    if len(found) > 1:
+        raise ValueError(
+            "the files' experiments have different loops "
+            f"({', '.join('/'.join(a) or '-' for a in sorted(found))}): their "
+            "object tables cannot share one data frame"
+        )
+    return list(found.pop()) if found else []
 
+
+def _file_layers(path: str) -> list[BinaryLayer]:
     with ND2File(path) as f:
         layers = f.binary_data
         return [] if layers is None else [layer for layer in layers]
