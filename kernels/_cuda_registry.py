@@ -258,11 +258,10 @@ KERNELS: tuple[KernelEntry, ...] = (
         "EXPAND_SIGNATURE",
         "expand_launch",
         (
-            {"n_runs": 1, "total": 1},
-            {"n_runs": 1, "total": 2**31 - 1},
-            {"n_runs": 3_000_000, "total": 2**31 + 7},
-            {"n_runs": 2**31 + 3, "total": 2**32 + 9},
-            {"n_runs": 2**34, "total": 2**40},
+            {"n_tiles": 1},
+            {"n_tiles": 2**20},
+            {"n_tiles": 2**31 + 7},
+            {"n_tiles": 2**40},
         ),
     ),
     KernelEntry(

@@ -75,8 +75,10 @@ VAL_FIELDS = 3  # sum, min, max
 GEOMETRY_SHARED_BYTES = DEFAULT_BLOCK * GEO_FIELDS * 8
 INTENSITY_SHARED_BYTES = DEFAULT_BLOCK * VAL_FIELDS * 8
 COMBINE_SHARED_BYTES = GEOMETRY_SHARED_BYTES + INTENSITY_SHARED_BYTES
-INT_OUT = 4  # bbox-0 .. bbox-3
-FLOAT_OUT = 6  # area, centroid-0, centroid-1, intensity_mean, _min, _max
+#: Rows of ``_combine_rows``'s outputs: the geometry fields (as ``GEO_FIELDS``)
+#: and the intensity fields (as ``VAL_FIELDS``) of each object.
+INT_OUT = GEO_FIELDS
+FLOAT_OUT = VAL_FIELDS
 _BIG = 1 << 62
 
 #: ``_reduce_geometry(starts, lengths, piece_lo, piece_base, ncols, n_pieces,
@@ -368,18 +370,11 @@ def _combine_rows(
         _reduce_geo_group(sh, tid, lane)
         _reduce_val_group(shv, tid, lane)
         if lane == 0 and row < n_rows:
-            area = np.float64(sh[tid, 0])
-            out_int[0, row] = sh[tid, 3]
-            out_int[1, row] = sh[tid, 5]
-            out_int[2, row] = sh[tid, 4] + 1
-            out_int[3, row] = sh[tid, 6] + 1
-            out_float[0, row] = area
-            out_float[1, row] = np.float64(sh[tid, 1]) / area
-            out_float[2, row] = np.float64(sh[tid, 2]) / area
+            for f in range(GEO_FIELDS):
+                out_int[f, row] = sh[tid, f]
             if has_val:
-                out_float[3, row] = shv[tid, 0] / area
-                out_float[4, row] = shv[tid, 1]
-                out_float[5, row] = shv[tid, 2]
+                for f in range(VAL_FIELDS):
+                    out_float[f, row] = shv[tid, f]
         cuda.syncthreads()
 
 

@@ -9,8 +9,9 @@ overlapping. ``measure_frame`` reduces them by id into one entry per object:
   float64 otherwise), minimum and maximum of the pixels under the runs (a NaN
   sticks, as in numpy);
 - with a pixel spacing, the sums of the pixels' scaled rows and columns, added
-  pixel by pixel in row-major order, as ``numpy.mean`` of skimage's scaled
-  coordinates adds them: the centroid is then bit-identical to skimage's.
+  in row-major order and pairwise, as ``numpy.mean`` of skimage's scaled
+  coordinates adds them (``scaled_sums``): the centroid is then bit-identical
+  to skimage's.
 
 Entries are written sorted by id, id 0 (background) left out, into a growing
 per-thread table of ``STAT_FIELDS`` integers and ``FLOAT_FIELDS`` floats per
@@ -33,8 +34,7 @@ S_MAX_COL = 6  # inclusive
 S_SUM_ROW = 7
 S_SUM_COL = 8
 S_SUM_INT = 9  # intensity sum of an integer image
-S_LAST = 10  # row * ncols + col of the entry's last run (order check)
-STAT_FIELDS = 11
+STAT_FIELDS = 10
 #: Float fields of an entry.
 F_SUM_ROW = 0  # scaled rows (with a spacing)
 F_SUM_COL = 1
@@ -142,9 +142,7 @@ def measure_frame(
         s[S_MIN_COL] = _BIG
         s[S_MAX_ROW] = -1
         s[S_MAX_COL] = -1
-        s[S_LAST] = -1
         fstats[first + e, :] = 0.0
-    ordered = True
     last_value = -1
     e = 0
     for i in range(lo, hi):
@@ -158,10 +156,6 @@ def measure_frame(
         row = np.int64(rows[i])
         col = np.int64(cols[i])
         n = np.int64(lengths[i])
-        key = row * ncols + col
-        if key < s[S_LAST]:
-            ordered = False
-        s[S_LAST] = key
         if has_image:
             f = fstats[e]
             if s[S_AREA] == 0:
@@ -204,47 +198,108 @@ def measure_frame(
         if col + n - 1 > s[S_MAX_COL]:
             s[S_MAX_COL] = col + n - 1
     if has_spacing:
-        _scaled_sums(
-            rows, cols, lengths, values, lo, hi, ncols, labels, spacing, ordered,
-            fstats, first,
-        )
+        found = np.empty(hi - lo, np.uint16)
+        sums = np.empty((hi - lo, 2), np.float64)
+        scaled_sums(rows, cols, lengths, values, lo, hi, ncols, spacing, found, sums)
+        for e in range(m):
+            fstats[first + e, F_SUM_ROW] = sums[e, 0]
+            fstats[first + e, F_SUM_COL] = sums[e, 1]
     return first + m
 
 
 @njit(nogil=True, cache=True)
-def _scaled_sums(
-    rows, cols, lengths, values, lo, hi, ncols, labels, spacing, ordered, fstats, first
-):
-    """Scaled row and column sums, pixel by pixel in row-major order per entry."""
-    dy = spacing[0]
-    dx = spacing[1]
-    if ordered:
-        order = np.arange(lo, hi)
+def _next_scaled(rows, cols, lengths, order, cur, axis, scale):
+    """The next pixel's scaled row (``axis`` 0) or column of the runs
+    ``order[cur[0]:]``, from pixel ``cur[1]`` of the current run on."""
+    i = order[cur[0]]
+    k = cur[1]
+    if axis == 0:
+        v = np.float64(rows[i]) * scale
     else:
-        keys = np.empty(hi - lo, np.int64)
-        for i in range(lo, hi):
-            keys[i - lo] = np.int64(rows[i]) * ncols + np.int64(cols[i])
-        order = lo + np.argsort(keys, kind="mergesort")
-    last_value = -1
-    e = 0
-    for j in range(hi - lo):
-        i = order[j]
-        v = values[i]
-        if v == 0:
-            continue
-        if v != last_value:
-            e = first + _find_entry(labels, v)
-            last_value = v
-        f = fstats[e]
-        y = np.float64(rows[i]) * dy
-        sy = f[F_SUM_ROW]
-        sx = f[F_SUM_COL]
-        col = np.int64(cols[i])
-        for c in range(col, col + np.int64(lengths[i])):
-            sy += y
-            sx += np.float64(c) * dx
-        f[F_SUM_ROW] = sy
-        f[F_SUM_COL] = sx
+        v = np.float64(np.int64(cols[i]) + k) * scale
+    k += 1
+    if k == lengths[i]:
+        cur[0] += 1
+        k = 0
+    cur[1] = k
+    return v
+
+
+@njit(nogil=True, cache=True)
+def _pairwise(n, rows, cols, lengths, order, cur, axis, scale, r):
+    """numpy's pairwise sum (``np.add.reduce`` of a contiguous float64 array) of
+    the next ``n`` scaled coordinates: blocks of up to 128 in eight partial
+    sums (``r``: scratch of 8), halves (cut at a multiple of 8) added
+    recursively."""
+    if n < 8:
+        res = 0.0
+        for _ in range(n):
+            res += _next_scaled(rows, cols, lengths, order, cur, axis, scale)
+        return res
+    if n <= 128:
+        for j in range(8):
+            r[j] = _next_scaled(rows, cols, lengths, order, cur, axis, scale)
+        for _ in range(8, n - n % 8, 8):
+            for j in range(8):
+                r[j] += _next_scaled(rows, cols, lengths, order, cur, axis, scale)
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for _ in range(n % 8):
+            res += _next_scaled(rows, cols, lengths, order, cur, axis, scale)
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    left = _pairwise(n2, rows, cols, lengths, order, cur, axis, scale, r)
+    return left + _pairwise(n - n2, rows, cols, lengths, order, cur, axis, scale, r)
+
+
+@njit(nogil=True, cache=True)
+def scaled_sums(rows, cols, lengths, values, lo, hi, ncols, spacing, labels, sums):
+    """The sums of the scaled coordinates of each object of runs ``lo:hi``.
+
+    skimage's centroid with a spacing is ``coords_scaled.mean(axis=0)``, and
+    ``coords_scaled`` is Fortran-ordered, so numpy sums each column of scaled
+    coordinates pairwise, in row-major pixel order. This does the same: the
+    runs of each id are put in row-major order and summed with ``_pairwise``.
+    ``labels`` receives the ids (sorted, 0 left out) and ``sums[e]`` the row and
+    column sums of id ``labels[e]``; both need room for ``hi - lo`` entries.
+    Returns the number of ids.
+    """
+    n = hi - lo
+    keys = np.empty(n, np.int64)
+    runs = np.empty(n, np.int64)
+    k = 0
+    ordered = True
+    for i in range(lo, hi):
+        if values[i] != 0:
+            key = (np.int64(values[i]) << 40) | (np.int64(rows[i]) * ncols + cols[i])
+            if k and key < keys[k - 1]:
+                ordered = False
+            keys[k] = key
+            runs[k] = i
+            k += 1
+    if not ordered:
+        runs = runs[:k][np.argsort(keys[:k], kind="mergesort")]
+    m = 0
+    start = 0
+    cur = np.zeros(2, np.int64)
+    r = np.empty(8)
+    while start < k:
+        v = values[runs[start]]
+        end = start
+        pixels = np.int64(0)
+        while end < k and values[runs[end]] == v:
+            pixels += lengths[runs[end]]
+            end += 1
+        labels[m] = v
+        cur[0] = start
+        cur[1] = 0
+        sums[m, 0] = _pairwise(pixels, rows, cols, lengths, runs, cur, 0, spacing[0], r)
+        cur[0] = start
+        cur[1] = 0
+        sums[m, 1] = _pairwise(pixels, rows, cols, lengths, runs, cur, 1, spacing[1], r)
+        m += 1
+        start = end
+    return m
 
 
 @njit(nogil=True, cache=True)
@@ -304,3 +359,38 @@ def measure_group(
         if out < 0:
             return out
     return out
+
+
+@njit(nogil=True, cache=True)
+def scaled_sums_group(rows, cols, lengths, values, spans, n, statuses, ncols, spacing):
+    """``scaled_sums`` of a group's first ``n`` recorded frames (status 0).
+
+    Returns
+    -------
+    frames : int64[k]
+        The group's frame of each object.
+    labels : int64[k]
+    sums : float64[k, 2]
+        Objects by frame, then id (0 left out).
+    """
+    total = 0
+    for i in range(n):
+        if statuses[i] == 0:
+            total += spans[i, 1] - spans[i, 0]
+    frames = np.empty(total, np.int64)
+    labels = np.empty(total, np.int64)
+    sums = np.empty((total, 2), np.float64)
+    found = np.empty(total, np.uint16)
+    k = 0
+    for i in range(n):
+        if statuses[i] != 0:
+            continue
+        m = scaled_sums(
+            rows, cols, lengths, values, spans[i, 0], spans[i, 1], ncols, spacing,
+            found[k:], sums[k:],
+        )
+        for j in range(m):
+            frames[k + j] = i
+            labels[k + j] = found[k + j]
+        k += m
+    return frames[:k].copy(), labels[:k].copy(), sums[:k].copy()

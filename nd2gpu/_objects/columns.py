@@ -4,6 +4,8 @@ made from the measured entries."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -126,8 +128,12 @@ def entry_columns(
     axes: Sequence[str],
     int_sums: bool,
     spacing: tuple[float, float] | None,
-) -> dict[str, np.ndarray]:
-    """The named columns of one layer's measured entries (host arrays).
+    xp: ModuleType = np,
+) -> dict[str, Any]:
+    """The named columns of one layer's measured entries.
+
+    ``xp`` is the array module of ``stats``, ``fstats`` and ``seqs`` (NumPy, or
+    CuPy for the GPU's entries): the columns are made where the entries are.
 
     ``stats[:, S_FRAME]`` indexes ``seqs`` (the jobs' sequence indices); with a
     ``spacing``, area and centroid are in its units, computed as skimage
@@ -136,23 +142,21 @@ def entry_columns(
     """
     frame = seqs[stats[:, ok.S_FRAME]]
     count = stats[:, ok.S_AREA].astype(np.float64)
-    coords = (
-        np.unravel_index(frame, coordinate_shape)
-        if axes
-        else ()
-    )
-    out: dict[str, np.ndarray] = {}
+    coords = xp.unravel_index(frame, coordinate_shape) if any(axes) else ()
+    out: dict[str, Any] = {}
     for name in names:
+        column: Any
         if name == "layer":
-            column = np.full(stats.shape[0], layer, np.int64)
+            column = xp.full(stats.shape[0], layer, np.int64)
         elif name == "frame":
             column = frame.astype(np.int64)
         elif name in axes:
-            column = np.asarray(coords[list(axes).index(name)], np.int64)
+            column = coords[list(axes).index(name)]
         elif name == "label":
             column = stats[:, ok.S_LABEL].copy()
         elif name == "area":
-            column = count if spacing is None else count * np.prod(spacing)
+            # skimage: the pixel count times np.prod(spacing), i.e. dy * dx.
+            column = count if spacing is None else count * (spacing[0] * spacing[1])
         elif name.startswith("bbox-"):
             k = int(name[-1])
             field = (ok.S_MIN_ROW, ok.S_MIN_COL, ok.S_MAX_ROW, ok.S_MAX_COL)[k]
@@ -172,5 +176,5 @@ def entry_columns(
             column = fstats[:, ok.F_MAX].copy()
         else:  # pragma: no cover - names come from table_columns
             raise AssertionError(name)
-        out[name] = np.ascontiguousarray(column, column_dtype(name))
+        out[name] = xp.ascontiguousarray(column, dtype=column_dtype(name))
     return out

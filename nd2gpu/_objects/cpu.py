@@ -28,7 +28,15 @@ from .intensity import Images, image_for_kernel
 #: Rows of a thread's entry table at first (grown by half when full).
 FIRST_ENTRIES = 1024
 
-_NO_IMAGE = np.zeros((1, 1), np.uint8)
+def _readonly(image: np.ndarray) -> np.ndarray:
+    """A C-contiguous, read-only view (or copy) of ``image``: one kernel type for
+    every image of a call."""
+    view = np.ascontiguousarray(image).view()
+    view.flags.writeable = False
+    return view
+
+
+_NO_IMAGE = _readonly(np.zeros((1, 1), np.uint8))
 _NO_SPACING = np.ones(2, np.float64)
 
 
@@ -144,18 +152,21 @@ def _measurer(
     """The work of a group once its runs are recorded: resolve overlaps, then
     reduce the frames into ``entries``."""
     nrows, ncols = frame_shape
-    padding = (_NO_IMAGE,) * GROUP_FRAMES
+    padding: tuple[np.ndarray, ...] = (_NO_IMAGE,) * GROUP_FRAMES
 
     def finish(g: int, n: int) -> None:
+        nonlocal padding
         rows = results[g : g + n]
         runs.resolve(n, nrows, spans, rows)
-        if image_of is None:
-            images: tuple[np.ndarray, ...] = padding
-        else:
-            images = tuple(
-                image_for_kernel(image_of(int(image_index[g + i])), frame_shape)
+        images = padding
+        if image_of is not None:
+            frames = [
+                _readonly(image_for_kernel(image_of(int(image_index[g + i])), frame_shape))
                 for i in range(n)
-            ) + padding[n:]
+            ]
+            if frames and frames[0].dtype != padding[0].dtype:
+                padding = (_readonly(np.zeros((1, 1), frames[0].dtype)),) * GROUP_FRAMES
+            images = (*frames, *padding[n:])
         while True:
             end = ok.measure_group(
                 runs.rows,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from .columns import (
 )
 from .cpu import measure_cpu
 from .gpu import measure_cuda, to_device_columns
-from .intensity import Images, check_images
+from .intensity import check_images
 
 
 def regionprops_table(
@@ -92,51 +93,41 @@ def regionprops_table(
         )
     )
     parts = []
+    xp: ModuleType = np
     for layer_index, ref in layers:
         if ref.frame_shape == (0, 0) or not seqs:
             continue  # no frame of the layer has a mask
         plan = DecodePlan.of([ref], 0, sorted_seqs)
-        stats, fstats = _measure(dev, plan, ref, use, image_index, spacing)
+        if dev == "cuda":
+            stats, fstats, xp = measure_cuda(
+                plan, ref.frame_shape, use, image_index, spacing
+            )
+            int_sums = False
+        else:
+            stats, fstats = measure_cpu(
+                plan, ref.frame_shape, use, image_index, spacing
+            )
+            int_sums = use is not None and integer_sums(use.dtype)
         parts.append(
             entry_columns(
                 names,
                 stats,
                 fstats,
-                seqs=sorted_seqs,
+                seqs=xp.asarray(sorted_seqs),
                 layer=layer_index,
                 coordinate_shape=ref.coordinate_shape,
                 axes=list(axes),
-                int_sums=use is not None and integer_sums(use.dtype),
+                int_sums=int_sums,
                 spacing=spacing,
+                xp=xp,
             )
         )
-    return _concatenate(names, parts, dev)
-
-
-def _measure(
-    device: str,
-    plan: DecodePlan,
-    ref: LayerRef,
-    images: Images | None,
-    image_index: np.ndarray,
-    spacing: tuple[float, float] | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    if device == "cuda":
-        return measure_cuda(plan, ref.frame_shape, images, image_index, spacing)
-    return measure_cpu(plan, ref.frame_shape, images, image_index, spacing)
-
-
-def _concatenate(
-    names: Sequence[str], parts: list[dict[str, np.ndarray]], device: str
-) -> dict[str, Any]:
     columns = {
         name: (
-            np.concatenate([p[name] for p in parts])
+            xp.concatenate([p[name] for p in parts])
             if parts
-            else np.empty(0, column_dtype(name))
+            else xp.empty(0, column_dtype(name))
         )
         for name in names
     }
-    if device == "cuda":
-        return to_device_columns(columns)
-    return columns
+    return to_device_columns(columns) if dev == "cuda" else columns

@@ -1,85 +1,49 @@
-"""Run tables to the GPU and expanded there: the CUDA half of decoding.
+"""The device side of decoding: staged batches copied to the GPU in one piece and
+expanded there into the output block.
 
-On a GPU, work goes on CuPy's current stream (wrapped for numba with
-``cuda.external_stream``), so it is ordered with the CuPy code around it. Under
-numba's CUDA simulator streams and events exist but everything runs
-synchronously, on host memory.
+Work goes on CuPy's current stream (wrapped for numba with
+``cuda.external_stream``), so it is ordered with the CuPy code around it. Each
+ring slot has a device buffer as large as its pinned one; the copy of a batch
+is one ``cudaMemcpyAsync`` of its frame table and entries, and an event after it
+says when the slot's host buffer may be written again. Under numba's CUDA
+simulator streams and events exist but everything runs synchronously, on host
+memory.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ...kernels import _expand_cuda
-from ...kernels._run_table import RunTable
+from ...kernels._batch_layout import ENTRY_BYTES, ENTRY_FIELDS, FRAME_BYTES, FRAME_FIELDS
 from .arrays import SimulatedDeviceArray, cupy_module, numba_cuda
+from .batches import RING, StagedBatch
 from .probe import probe
 
-__all__ = ["CudaExpander", "StagingBuffers", "shared_expander"]
+__all__ = ["CudaDevice", "flat_view", "shared_device"]
 
-_MIN_CAPACITY = 4096
 #: Launch shape under the simulator, where every CUDA thread is a Python thread.
 _SIMULATOR_LAUNCH = {"block": 32, "items": 4}
 _per_thread = threading.local()
 
 
-class _BufferSet:
-    """Pinned staging and device buffers for one in-flight run table."""
+class CudaDevice:
+    """The GPU as the batch pipeline sees it, expanding into one output block.
 
-    def __init__(self, cuda: ModuleType, capacity: int, events: tuple[Any, Any]):
-        self.capacity = capacity
-        self.h_starts = cuda.pinned_array(capacity, dtype=np.int64)
-        self.h_values = cuda.pinned_array(capacity, dtype=np.uint16)
-        self.h_prefix = cuda.pinned_array(capacity + 1, dtype=np.int64)
-        self.d_starts = cuda.device_array(capacity, dtype=np.int64)
-        self.d_values = cuda.device_array(capacity, dtype=np.uint16)
-        self.d_prefix = cuda.device_array(capacity + 1, dtype=np.int64)
-        # copied: the staging buffers may be rewritten; done: the device buffers
-        # are no longer read by a kernel.
-        self.copied, self.done = events
-
-
-@dataclass(frozen=True)
-class StagingBuffers:
-    """Pinned host arrays that a run table is written to before its upload."""
-
-    starts: np.ndarray
-    values: np.ndarray
-    prefix: np.ndarray
-    owner: _BufferSet
-
-
-class CudaExpander:
-    """Uploads run tables and expands them into device output blocks.
-
-    Double-buffered: ``expand`` returns once the upload and the kernel are
-    queued, so the caller can prepare the next batch while this one runs; a set
-    of staging buffers is reused only after its previous upload finished. Not
-    thread-safe: use one expander per thread.
+    Not thread-safe: one per thread (``shared_device``). Keeps its pinned ring
+    and device buffers from one call to the next.
 
     Parameters
     ----------
     stream : CuPy stream, numba stream or None
-        Where uploads and kernels go. None: CuPy's current stream (at
-        construction), or a new numba stream under the simulator. Blocks from
-        ``arrays.zeros`` are zeroed on CuPy's current stream; with another
-        stream, order the two yourself.
+        Where copies and kernels go. None: CuPy's current stream (at
+        construction), or a new numba stream under the simulator.
     block, items : int, optional
         Launch shape of the kernel (threads per block, pixels per thread per
         tile); the defaults suit a real GPU, and are smaller under the simulator.
-
-    Examples
-    --------
-    >>> expander = CudaExpander()  # doctest: +SKIP
-    >>> out = arrays.zeros((n_frames, ny, nx))  # doctest: +SKIP
-    >>> for table in tables:  # doctest: +SKIP
-    ...     expander.expand(out, table)
-    >>> expander.synchronize()  # doctest: +SKIP
     """
 
     def __init__(
@@ -91,7 +55,6 @@ class CudaExpander:
     ) -> None:
         self._cuda = cuda = numba_cuda()
         cupy = cupy_module()
-        self._expand_runs = _expand_cuda.expand_runs
         launch = (
             _SIMULATOR_LAUNCH
             if cupy is None
@@ -100,10 +63,9 @@ class CudaExpander:
                 "items": _expand_cuda.DEFAULT_ITEMS,
             }
         )
-        self._launch = {
-            "block": block or launch["block"],
-            "items": items or launch["items"],
-        }
+        self.block = block or launch["block"]
+        self.items = items or launch["items"]
+        self.tile_pixels = self.block * self.items
         self._device_id = 0 if cupy is None else cupy.cuda.Device().id
         with self._context():
             if stream is None:
@@ -114,151 +76,119 @@ class CudaExpander:
                 ptr = int(stream.ptr)
                 stream = cuda.external_stream(ptr) if ptr else cuda.default_stream()
             self._stream = stream
-        self._sets: list[_BufferSet | None] = [None, None]
-        self._turn = 0
+        self.ring: list[StagedBatch | None] = [None] * RING
+        self._device_buffers: list[Any] = [None] * RING
+        self._copied: list[Any] = [None] * RING
+        self.out: Any = None
+        #: Device calls made (copies, launches, event records, waits), for the
+        #: benchmarks.
+        self.calls = {"copies": 0, "launches": 0, "events": 0, "syncs": 0}
 
     def _context(self) -> Any:
         return self._cuda.gpus[self._device_id]
 
-    def _new_event(self) -> Any:
-        if probe().simulator:
-            return self._cuda.event()
-        return self._cuda.event(timing=False)
-
-    def _flat_view(self, d_out: Any) -> Any:
-        if isinstance(d_out, SimulatedDeviceArray):
-            view = d_out.host
-            if view.dtype != np.uint16 or not view.flags.c_contiguous:
-                raise ValueError("d_out must be a C-contiguous uint16 device array")
-            return view.reshape(-1)
-        if getattr(d_out, "__cuda_ndarray__", False):
-            view = d_out
-        elif hasattr(d_out, "__cuda_array_interface__"):
-            # sync=False: the work below is queued on the stream that owns d_out.
-            view = self._cuda.as_cuda_array(d_out, sync=False)
-        else:
-            raise TypeError(
-                f"d_out must be a CuPy or numba device array, not {type(d_out)}"
-            )
-        if view.dtype != np.uint16 or not view.is_c_contiguous():
-            raise ValueError("d_out must be a C-contiguous uint16 device array")
-        return view if view.ndim == 1 else view.reshape(view.size)
-
-    def _buffers(self, n: int) -> _BufferSet:
-        i = self._turn
-        self._turn ^= 1
-        bufs = self._sets[i]
-        if bufs is not None and bufs.capacity >= n:
-            bufs.copied.synchronize()
-            return bufs
-        if bufs is not None:
-            bufs.done.synchronize()
-            capacity = max(n, 2 * bufs.capacity)
-            events = (bufs.copied, bufs.done)
-        else:
-            capacity = max(n, _MIN_CAPACITY)
-            events = (self._new_event(), self._new_event())
-        self._sets[i] = bufs = _BufferSet(self._cuda, capacity, events)
-        return bufs
-
-    def staging(self, n_runs: int) -> StagingBuffers:
-        """Pinned host buffers for a table of ``n_runs`` runs, free to be filled.
-
-        Fill ``starts[:n]``, ``values[:n]`` and ``prefix[:n + 1]`` (the
-        exclusive prefix sum of the lengths, ``prefix[n]`` the total), then pass
-        the buffers to ``expand_staged``. Waits until the previous upload from
-        these buffers (two expansions ago) has finished.
-        """
+    def pinned(self, nbytes: int) -> np.ndarray:
         with self._context():
-            bufs = self._buffers(n_runs)
-        return StagingBuffers(bufs.h_starts, bufs.h_values, bufs.h_prefix, bufs)
+            return self._cuda.pinned_array(nbytes, dtype=np.uint8)
 
-    def expand_staged(
-        self, d_out: Any, staged: StagingBuffers, n_runs: int, total: int
-    ) -> None:
-        """Queue the upload of the staged table and its expansion into ``d_out``.
+    def wait_copied(self, slot: int) -> None:
+        event = self._copied[slot]
+        if event is not None:
+            event.synchronize()
+            self.calls["syncs"] += 1
 
-        The table must describe runs inside ``d_out`` that do not overlap (the
-        decode pipeline guarantees it: every run was validated by the parser and
-        by the overlap check of its frame). Returns before the work is done.
-        """
-        out = self._flat_view(d_out)
-        if n_runs == 0:
-            return
-        bufs = staged.owner
+    def submit(self, slot: int, batch: StagedBatch, n_tiles: int) -> None:
+        cuda = self._cuda
         stream = self._stream
         with self._context():
-            bufs.d_starts[:n_runs].copy_to_device(bufs.h_starts[:n_runs], stream=stream)
-            bufs.d_values[:n_runs].copy_to_device(bufs.h_values[:n_runs], stream=stream)
-            bufs.d_prefix[: n_runs + 1].copy_to_device(
-                bufs.h_prefix[: n_runs + 1], stream=stream
+            d_buf = self._device_buffers[slot]
+            if d_buf is None or d_buf.shape[0] < batch.host.shape[0]:
+                d_buf = self._device_buffers[slot] = cuda.device_array(
+                    batch.host.shape[0], np.uint8
+                )
+            nbytes = batch.used_bytes
+            d_buf[:nbytes].copy_to_device(batch.host[:nbytes], stream=stream)
+            self.calls["copies"] += 1
+            event = self._copied[slot]
+            if event is None:
+                event = self._copied[slot] = (
+                    cuda.event() if probe().simulator else cuda.event(timing=False)
+                )
+            event.record(stream)
+            self.calls["events"] += 1
+            if n_tiles == 0:
+                return
+            table = batch.max_frames * FRAME_BYTES
+            frames = d_buf[:table].view(np.int64).reshape(batch.max_frames, FRAME_FIELDS)
+            entries = (
+                d_buf[table : table + batch.capacity * ENTRY_BYTES]
+                .view(np.uint32)
+                .reshape(batch.capacity, ENTRY_FIELDS)
             )
-            bufs.copied.record(stream)
-            self._expand_runs(
-                out,
-                bufs.d_starts,
-                bufs.d_values,
-                bufs.d_prefix,
-                n_runs,
-                total,
+            _expand_cuda.expand_runs(
+                self.out,
+                frames,
+                entries,
+                batch.n_frames,
+                n_tiles,
                 stream,
-                **self._launch,
+                block=self.block,
+                items=self.items,
             )
-            bufs.done.record(stream)
+            self.calls["launches"] += 1
 
-    def expand(self, d_out: Any, table: RunTable, *, check: bool = True) -> None:
-        """Queue the upload of ``table`` and its expansion into ``d_out``.
-
-        Parameters
-        ----------
-        d_out : cupy.ndarray or numba device array
-            C-contiguous ``uint16`` output block (any shape); ``table.starts``
-            are flat offsets into it. Pixels no run covers are left as they are.
-        table : RunTable
-            Runs without overlaps (see ``make_non_overlapping``).
-        check : bool
-            Check in O(n_runs) on the host that every run lies inside ``d_out``
-            and that ``prefix`` matches ``lengths``; a bad table would otherwise
-            write outside the output.
-
-        Notes
-        -----
-        Returns before the work is done: call ``synchronize`` (or order later
-        work on the stream) before reading ``d_out``.
-        """
-        out = self._flat_view(d_out)
-        if check:
-            table.check(out.size)
-        n = table.n_runs
-        if n == 0:
-            return
-        staged = self.staging(n)
-        staged.starts[:n] = table.starts
-        staged.values[:n] = table.values
-        staged.prefix[: n + 1] = table.prefix
-        self.expand_staged(d_out, staged, n, table.n_pixels)
-
-    def synchronize(self) -> None:
-        """Wait until everything queued by this expander has finished."""
+    def finish(self) -> None:
         self._stream.synchronize()
+        self.calls["syncs"] += 1
+
+    def set_output(self, d_out: Any) -> None:
+        """The block the next batches expand into."""
+        self.out = flat_view(self._cuda, d_out)
 
 
-def shared_expander() -> CudaExpander:
-    """This thread's expander for CuPy's current device and stream.
+def flat_view(cuda: Any, d_out: Any) -> Any:
+    """``d_out`` as a flat uint16 array the kernel takes.
 
-    Reusing one expander keeps its staging and device buffers from one decode to
-    the next. It is replaced (after finishing its work) when the current device
-    or stream changes, so the expansion stays ordered after ``arrays.zeros``'s
+    Raises
+    ------
+    TypeError, ValueError
+        If ``d_out`` is not a C-contiguous uint16 CUDA array.
+    """
+    if isinstance(d_out, SimulatedDeviceArray):
+        view = d_out.host
+        if view.dtype != np.uint16 or not view.flags.c_contiguous:
+            raise ValueError("d_out must be a C-contiguous uint16 device array")
+        return view.reshape(-1)
+    if getattr(d_out, "__cuda_ndarray__", False):
+        view = d_out
+    elif hasattr(d_out, "__cuda_array_interface__"):
+        # sync=False: the work is queued on the stream that owns d_out.
+        view = cuda.as_cuda_array(d_out, sync=False)
+    else:
+        raise TypeError(
+            f"d_out must be a CuPy or numba device array, not {type(d_out)}"
+        )
+    if view.dtype != np.uint16 or not view.is_c_contiguous():
+        raise ValueError("d_out must be a C-contiguous uint16 device array")
+    return view if view.ndim == 1 else view.reshape(view.size)
+
+
+def shared_device() -> CudaDevice:
+    """This thread's device side for CuPy's current device and stream.
+
+    Reusing one keeps its pinned and device buffers from one decode to the
+    next. It is replaced (after finishing its work) when the current device or
+    stream changes, so the expansion stays ordered after ``arrays.zeros``'s
     zeroing.
     """
     cupy = cupy_module()
     key = None
     if cupy is not None:
         key = (cupy.cuda.Device().id, cupy.cuda.get_current_stream().ptr)
-    expander = getattr(_per_thread, "expander", None)
-    if expander is None or _per_thread.key != key:
-        if expander is not None:
-            expander.synchronize()
-        expander = _per_thread.expander = CudaExpander()
+    device = getattr(_per_thread, "device", None)
+    if device is None or _per_thread.key != key:
+        if device is not None:
+            device.finish()
+        device = _per_thread.device = CudaDevice()
         _per_thread.key = key
-    return expander
+    return device
