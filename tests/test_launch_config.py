@@ -1,18 +1,18 @@
 """Launches fit every target GPU, for tiny and huge inputs, without a GPU.
 
 The host code computes each launch with a pure function (``expand_launch`` for
-the expansion kernel); here every registered kernel's problems, from one run to
-2**40 pixels, are launched on paper on every architecture and checked against its
+the expansion kernel); here every registered kernel's problems, from one tile to
+2**40, are launched on paper on every architecture and checked against its
 limits (threads per block, grid size, shared memory without opt-in), and the
-values past 2**31 are followed from the run table to the kernel's arguments to
-check that nothing on the way is 32-bit.
+values past 2**31 are followed from the staged batch to the kernel's arguments
+to check that nothing on the way is 32-bit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_cases import SMALL_LAUNCH, needs_cuda
+from kernel_cases import SIMULATOR, SMALL_LAUNCH, needs_cuda
 from nd2gpu.kernels import _expand_cuda
 from nd2gpu.kernels._cuda_registry import (
     ARCHITECTURES,
@@ -34,12 +34,19 @@ from nd2gpu.kernels._expand_cuda import (
     expand_launch,
     expand_runs,
 )
-from nd2gpu.kernels._run_table import RunTable
+from nd2gpu.kernels._batch_layout import (
+    ENTRY_FIELDS,
+    F_BASE,
+    F_PIXELS,
+    F_RUNS,
+    FRAME_FIELDS,
+)
 from numba import cuda
 from numba.core import types
 
 from nd2gpu._backends.cuda import arrays
 from nd2gpu._backends.cuda import expander as expander_module
+from nd2gpu._backends.cuda.batches import StagedBatch
 
 CASES = [
     (entry, problem, arch)
@@ -91,7 +98,7 @@ def test_the_registry_names_what_the_modules_define():
 
 def test_default_launch_per_architecture():
     for arch in ARCHITECTURES:
-        config = expand_launch(arch, 1000, 10**9)
+        config = expand_launch(arch, 10**6)
         per_sm = min(arch.max_blocks_per_sm, arch.max_threads_per_sm // DEFAULT_BLOCK)
         assert config.grid == arch.sm_count * per_sm  # fills the device once
         assert config.block == DEFAULT_BLOCK and config.items == DEFAULT_ITEMS
@@ -101,24 +108,18 @@ def test_default_launch_per_architecture():
 
 def test_small_inputs_get_one_block_per_tile():
     arch = architecture((9, 0))
-    assert expand_launch(arch, 1, 1).grid == 1
-    tile = DEFAULT_BLOCK * DEFAULT_ITEMS
-    assert expand_launch(arch, 5, tile).grid == 1
-    assert expand_launch(arch, 5, tile + 1).grid == 2
-    assert expand_launch(arch, 0, 0) is None
-    assert expand_launch(arch, 3, 0) is None
+    assert expand_launch(arch, 1).grid == 1
+    assert expand_launch(arch, 5).grid == 5
+    assert expand_launch(arch, 0) is None
 
 
-@pytest.mark.parametrize("total", [2**31 - 1, 2**31, 2**31 + 7, 2**32 + 9, 2**40])
-def test_huge_inputs_loop_over_tiles_in_a_bounded_grid(total):
+@pytest.mark.parametrize("n_tiles", [2**20, 2**31 - 1, 2**31 + 7, 2**40])
+def test_huge_inputs_loop_over_tiles_in_a_bounded_grid(n_tiles):
     for arch in ARCHITECTURES:
-        config = expand_launch(arch, 2**20, total)
+        config = expand_launch(arch, n_tiles)
         assert 1 <= config.grid == resident_blocks(arch, DEFAULT_BLOCK) <= MAX_GRID_X
-        # The kernel strides over all tiles: n_tiles is computed in int64 there.
-        n_tiles = -(-total // (config.block * config.items))
-        assert n_tiles > config.grid
-    # Tiles of 2 pixels: 2**39 tiles, far past a grid's 2**31 - 1 blocks.
-    tiny_tiles = expand_launch(architecture((8, 0)), 2**20, 2**40, block=2, items=1)
+        assert n_tiles > config.grid  # the kernel strides over the tiles (int64)
+    tiny_tiles = expand_launch(architecture((8, 0)), 2**39, block=2, items=1)
     assert tiny_tiles.grid <= MAX_GRID_X and tiny_tiles.window == 2
 
 
@@ -137,11 +138,11 @@ def test_huge_inputs_loop_over_tiles_in_a_bounded_grid(total):
 )
 def test_launches_outside_the_limits_are_refused(override, message):
     with pytest.raises(ValueError, match=message):
-        expand_launch(architecture((9, 0)), 10, 100, **override)
+        expand_launch(architecture((9, 0)), 10, **override)
 
 
 def test_the_largest_window_fits_without_opt_in():
-    config = expand_launch(architecture((7, 5)), 10, 100, window=MAX_WINDOW)
+    config = expand_launch(architecture((7, 5)), 10, window=MAX_WINDOW)
     assert config.dynamic_shared == SHARED_PER_BLOCK
     for arch in ARCHITECTURES:
         assert launch_problems(KERNELS[0], config, arch, 0) == []
@@ -149,7 +150,7 @@ def test_the_largest_window_fits_without_opt_in():
 
 def test_sizes_past_int64_are_refused():
     with pytest.raises(ValueError, match="int64"):
-        expand_launch(architecture((9, 0)), 1, 2**63)
+        expand_launch(architecture((9, 0)), 2**63)
 
 
 def test_resident_blocks_follow_the_device():
@@ -159,7 +160,7 @@ def test_resident_blocks_follow_the_device():
     assert resident_blocks(DeviceShape(1, 2048, 2), 32) == 2  # the simulator's
 
 
-# --- from the run table to the kernel's arguments, past 2**31 ------------------
+# --- from the staged batch to the kernel's arguments, past 2**31 ---------------
 
 
 class CapturedLaunch:
@@ -184,14 +185,18 @@ def captured(monkeypatch) -> CapturedLaunch:
     return launch
 
 
+def batch_arrays(n_frames: int = 2, n_runs: int = 3):
+    frames = np.zeros((n_frames, FRAME_FIELDS), np.int64)
+    entries = np.zeros((n_runs, ENTRY_FIELDS), np.uint32)
+    return frames, entries
+
+
 def test_expand_runs_passes_64_bit_sizes(captured):
-    starts = np.array([0, 2**31 + 5], np.int64)
-    values = np.array([1, 2], np.uint16)
-    prefix = np.array([0, 2**31, 2**32 + 9], np.int64)
+    frames, entries = batch_arrays()
     out = np.zeros(4, np.uint16)
-    expand_runs(out, starts, values, prefix, 2, 2**32 + 9)
+    expand_runs(out, frames, entries, 2, 2**33 + 9)
     grid, block, stream, shared = captured.config
-    config = expand_launch(_expand_cuda.current_device_shape(), 2, 2**32 + 9)
+    config = expand_launch(_expand_cuda.current_device_shape(), 2**33 + 9)
     assert (grid, block, stream, shared) == (
         config.grid,
         config.block,
@@ -199,34 +204,32 @@ def test_expand_runs_passes_64_bit_sizes(captured):
         config.dynamic_shared,
     )
     args = captured.args
-    assert args[4:] == (2, 2**32 + 9, config.items, config.window)
-    assert all(type(a) is int for a in args[4:])
+    assert args[3:] == (2, 2**33 + 9, config.items, config.window)
+    assert all(type(a) is int for a in args[3:])
     check_arguments(EXPAND_SIGNATURE.args, args)
 
 
 @needs_cuda
-def test_expander_carries_offsets_past_32_bits_to_the_kernel(captured):
-    """Runs starting past 2**31 and 2**40 and a table of more than 2**32 pixels
-    reach the kernel exactly: staging buffers, device buffers and sizes are
-    int64 all the way (nothing is written: the kernel is a stand-in)."""
-    starts = np.array([0, 2**31 + 3, 2**40 - 10], np.int64)
-    lengths = np.array([2**31 - 1, 2**31 - 1, 5], np.int64)
-    table = RunTable.from_runs(starts, lengths, [7, 8, 9])
-    assert table.n_pixels == 2 * (2**31 - 1) + 5
-    table.check(2**40 - 5)  # the last run ends at the last pixel
-    with pytest.raises(ValueError, match="outside"):
-        table.check(2**40 - 6)
-    expander = expander_module.CudaExpander(**SMALL_LAUNCH)
-    out = arrays.zeros((8,))
-    expander.expand(out, table, check=False)
-    expander.synchronize()
+def test_the_pipeline_carries_offsets_past_32_bits_to_the_kernel(captured):
+    """Frames whose slots start past 2**31 and 2**40 reach the kernel exactly:
+    the frame table is int64 from the decode threads to the device (nothing
+    is written: the kernel is a stand-in)."""
+    device = expander_module.CudaDevice(**SMALL_LAUNCH)
+    device.out = arrays.zeros((8,)).host if SIMULATOR else arrays.zeros((8,))
+    batch = StagedBatch(device.pinned(StagedBatch.nbytes(4, 8)), 4, 8)
+    batch.reset(3)
+    bases = np.array([2**31 + 3, 2**40 - 10, 5], np.int64)
+    batch.frames[:3, F_BASE] = bases
+    batch.frames[:3, F_RUNS] = 1
+    batch.frames[:3, F_PIXELS] = [2**31 - 1, 5, 1]
+    batch.n_runs = 3
+    device.submit(0, batch, 2**20 + 2)
+    device.finish()
     args = captured.args
-    d_starts, d_values, d_prefix = (a.copy_to_host() for a in args[1:4])
-    np.testing.assert_array_equal(d_starts[:3], starts)
-    np.testing.assert_array_equal(d_values[:3], [7, 8, 9])
-    np.testing.assert_array_equal(d_prefix[:4], table.prefix)
-    assert d_prefix[3] == 2**32 + 3
-    assert args[4:6] == (3, 2**32 + 3)
+    table = args[1].copy_to_host()
+    np.testing.assert_array_equal(table[:3, F_BASE], bases)
+    np.testing.assert_array_equal(table[:3, F_PIXELS], [2**31 - 1, 5, 1])
+    assert args[3:5] == (3, 2**20 + 2)
     check_arguments(EXPAND_SIGNATURE.args, args)
 
 
@@ -237,66 +240,56 @@ def device(array: np.ndarray):
     return cuda.to_device(array)
 
 
+def good_arrays() -> dict[str, np.ndarray]:
+    frames = np.array([[0, 2, 2, 0, 0], [2, 1, 2, 6, 1]], np.int64)
+    entries = np.array([[0, 0, 1], [4, 1, 2], [0, 0, 3]], np.uint32)
+    return {"out": np.zeros(8, np.uint16), "frames": frames, "entries": entries}
+
+
 @needs_cuda
 @pytest.mark.parametrize(
     "bad",
     [
-        {"starts": np.zeros(2, np.int32)},  # 32-bit starts
-        {"prefix": np.zeros(3, np.int32)},
-        {"values": np.zeros(2, np.int32)},
+        {"frames": np.zeros((2, FRAME_FIELDS), np.int32)},  # 32-bit frame table
+        {"entries": np.zeros((3, ENTRY_FIELDS), np.int64)},
+        {"entries": np.zeros(9, np.uint32)},  # not 2-d
         {"out": np.zeros(8, np.int32)},
         {"out": np.zeros((2, 4), np.uint16)},  # not flat
     ],
-    ids=["int32-starts", "int32-prefix", "int32-values", "int32-out", "2d-out"],
+    ids=["int32-frames", "int64-entries", "1d-entries", "int32-out", "2d-out"],
 )
 def test_a_launch_with_other_types_fails(bad):
-    arrays = {
-        "out": np.zeros(8, np.uint16),
-        "starts": np.array([0, 4], np.int64),
-        "values": np.array([1, 2], np.uint16),
-        "prefix": np.array([0, 2, 4], np.int64),
-    }
-    arrays.update(bad)
-    d = {k: device(v) for k, v in arrays.items()}
+    given = good_arrays()
+    given.update(bad)
+    d = {k: device(v) for k, v in given.items()}
     with pytest.raises(TypeError):
-        expand_runs(
-            d["out"], d["starts"], d["values"], d["prefix"], 2, 4, **SMALL_LAUNCH
-        )
+        expand_runs(d["out"], d["frames"], d["entries"], 2, 3, **SMALL_LAUNCH)
 
 
 @needs_cuda
 def test_a_launch_with_the_signatures_types_runs():
-    out = device(np.zeros(8, np.uint16))
-    starts = device(np.array([0, 4], np.int64))
-    values = device(np.array([1, 2], np.uint16))
-    prefix = device(np.array([0, 2, 4], np.int64))
-    expand_runs(out, starts, values, prefix, 2, 4, **SMALL_LAUNCH)
-    np.testing.assert_array_equal(out.copy_to_host(), [1, 1, 0, 0, 2, 2, 0, 0])
+    given = good_arrays()
+    d = {k: device(v) for k, v in given.items()}
+    launch = dict(SMALL_LAUNCH or {"block": 16, "items": 2})
+    expand_runs(d["out"], d["frames"], d["entries"], 2, 2, **launch)
+    np.testing.assert_array_equal(d["out"].copy_to_host(), [1, 0, 0, 0, 2, 0, 3, 3])
 
 
 def test_check_arguments_mirrors_the_dispatcher():
     sig = EXPAND_SIGNATURE.args
-    good = [
-        np.zeros(4, np.uint16),
-        np.zeros(2, np.int64),
-        np.zeros(2, np.uint16),
-        np.zeros(3, np.int64),
-        2,
-        4,
-        np.int64(8),
-        16,
-    ]
+    given = good_arrays()
+    good = [given["out"], given["frames"], given["entries"], 2, 4, np.int64(8), 16]
     check_arguments(sig, good)
     for i, bad in [
         (0, np.zeros(4, np.uint16)[::2]),  # not contiguous
-        (1, np.zeros(2, np.uint64)),
-        (4, 2**63),  # does not fit int64
-        (5, 4.0),  # a float
-        (6, "8"),
+        (1, np.zeros((2, FRAME_FIELDS), np.uint64)),
+        (3, 2**63),  # does not fit int64
+        (4, 4.0),  # a float
+        (5, "8"),
     ]:
         args = list(good)
         args[i] = bad
         with pytest.raises(TypeError, match=f"argument {i}"):
             check_arguments(sig, args)
-    with pytest.raises(TypeError, match="7 arguments"):
-        check_arguments(sig, good[:7])
+    with pytest.raises(TypeError, match="6 arguments"):
+        check_arguments(sig, good[:6])

@@ -41,7 +41,7 @@ from ...kernels._batch_layout import (
     ENTRY_BYTES,
     ENTRY_FIELDS,
     F_PIXELS,
-    F_RUN_LO,
+    F_RUNS,
     F_TILE_LO,
     FRAME_BYTES,
     FRAME_FIELDS,
@@ -209,9 +209,9 @@ class BatchPipeline:
         batch.reset(n_frames)
         return batch
 
-    def _close(self, k: int, batch: StagedBatch) -> int:
+    def _close(self, k: int, batch: StagedBatch) -> tuple[StagedBatch, int]:
         """Fold spilled groups in (growing the buffer) and number the tiles;
-        return the batch's tiles."""
+        return the batch (grown or not) and its tiles."""
         if batch.spilled:
             grown = self.device.pinned(
                 StagedBatch.nbytes(batch.max_frames, int(batch.n_runs * HEADROOM))
@@ -222,6 +222,7 @@ class BatchPipeline:
             for r0, entries in batch.spilled:
                 new.entries[r0 : r0 + entries.shape[0]] = entries
             new.n_frames, new.n_runs = batch.n_frames, batch.n_runs
+            new.extras = batch.extras
             batch = self.ring[k] = new
             self.stats.grown += 1
         frames = batch.frames[: batch.n_frames]
@@ -229,11 +230,10 @@ class BatchPipeline:
         tiles = (frames[:, F_PIXELS] + tile - 1) // tile
         np.cumsum(tiles, out=frames[:, F_TILE_LO])
         frames[:, F_TILE_LO] -= tiles
-        n_tiles = int(tiles.sum())
         if batch.n_frames:
-            busiest = int(np.max(np.diff(frames[:, F_RUN_LO], append=batch.n_runs)))
+            busiest = int(frames[:, F_RUNS].max())
             self.runs_per_frame = max(self.runs_per_frame, busiest)
-        return n_tiles
+        return batch, int(tiles.sum())
 
     # ------------------------------------------------------------- running
 
@@ -291,9 +291,9 @@ class BatchPipeline:
                     if any(failures):
                         continue
                     k = b % len(self.ring)
-                    batch = self.ring[k]
-                    assert batch is not None
-                    n_tiles = self._close(k, batch)
+                    staged = self.ring[k]
+                    assert staged is not None
+                    batch, n_tiles = self._close(k, staged)
                     self.device.submit(k, batch, n_tiles)
                     self.stats.batches += 1
                     self.stats.runs += batch.n_runs
