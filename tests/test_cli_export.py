@@ -19,6 +19,7 @@ from ome_zarr_models.v05.image_label import ImageLabel
 from ome_zarr_models.v05.labels import Labels
 
 import nd2gpu
+from nd2gpu import _dask as dask_module
 from nd2gpu._write import ome_tiff
 from nd2gpu._write.export import export_labels
 from nd2gpu._write.outputs import OutputRefusedError, check_output
@@ -347,13 +348,13 @@ def test_zarr_chunks(make_nd2, tmp_path, capsys):
 def test_zarr_streams_frames_in_batches(make_nd2, tmp_path, capsys, monkeypatch):
     path, _ = make_nd2(loops=(("T", 5), ("Z", 2)), layers=("a", "b"))
     batches = []
-    decode = nd2gpu.BinaryLayer.decode
+    decode = dask_module.decode_block
 
-    def recording(self, frames, *args, **kwargs):
-        batches.append(len(frames))
-        return decode(self, frames, *args, **kwargs)
+    def recording(plan, *args, **kwargs):
+        batches.append(plan.n_jobs)
+        return decode(plan, *args, **kwargs)
 
-    monkeypatch.setattr(nd2gpu.BinaryLayer, "decode", recording)
+    monkeypatch.setattr(dask_module, "decode_block", recording)
     monkeypatch.setattr(
         nd2gpu.BinaryLayer, "asarray", lambda *a, **k: pytest.fail("decoded whole")
     )
@@ -432,13 +433,13 @@ def test_tiff_bigtiff_above_the_limit(make_nd2, tmp_path, capsys, monkeypatch):
 def test_tiff_streams_frames_in_batches(make_nd2, tmp_path, capsys, monkeypatch):
     path, _ = make_nd2(loops=(("T", 7),), layers=("a", "b"))
     batches = []
-    decode = nd2gpu.BinaryLayer.decode
+    decode = dask_module.decode_block
 
-    def recording(self, frames, *args, **kwargs):
-        batches.append(len(frames))
-        return decode(self, frames, *args, **kwargs)
+    def recording(plan, *args, **kwargs):
+        batches.append(plan.n_jobs)
+        return decode(plan, *args, **kwargs)
 
-    monkeypatch.setattr(nd2gpu.BinaryLayer, "decode", recording)
+    monkeypatch.setattr(dask_module, "decode_block", recording)
     code, _, err = run(capsys, "export", path, tmp_path / "o.tif", "--batch-frames", 3)
     assert code == 0, err
     assert batches == [3, 3, 1, 3, 3, 1]

@@ -9,6 +9,7 @@ from cli_support import run
 from nd2_surgery import rewrite
 
 from nd2gpu._decode import frame as frame_module
+from counting import CountingInflate
 from nd2gpu.cli.info import count_objects
 
 
@@ -80,22 +81,19 @@ def test_count_objects_in_batches(make_nd2):
 
 def test_info_decodes_nothing_without_objects(make_nd2, capsys, monkeypatch):
     path, _ = make_nd2(loops=(("T", 4), ("Z", 3)), layers=("a", "b", "c"))
-    calls = {"inflate_payload": 0, "read_header": 0}
-    for name in calls:
-        real = getattr(frame_module, name)
-
-        def counting(*args, _real=real, _name=name, **kwargs):
-            calls[_name] += 1
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(frame_module, name, counting)
+    headers = []
+    real = frame_module.read_header
+    monkeypatch.setattr(
+        frame_module, "read_header", lambda *a: headers.append(1) or real(*a)
+    )
+    inflates = CountingInflate(monkeypatch)
     code, out, err = run(capsys, "info", path, "--json")
     assert code == 0, err
     assert [lay["frames_with_mask"] for lay in json.loads(out)["layers"]] == [12] * 3
-    assert calls == {"inflate_payload": 0, "read_header": 3}  # one header a layer
+    assert (inflates.calls, len(headers)) == (0, 3)  # one header a layer
     code, out, err = run(capsys, "info", path, "--objects", "-q")
     assert code == 0, err
-    assert calls["inflate_payload"] == 36  # --objects decodes every frame
+    assert inflates.calls == 36  # --objects decodes every frame
 
 
 def test_file_without_layers(make_nd2, tmp_path, capsys):

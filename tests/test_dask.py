@@ -12,6 +12,7 @@ from nd2_surgery import rewrite
 from streams import payload, stream_words
 
 import nd2gpu
+from nd2gpu import _dask as dask_module
 from nd2gpu._dask import decode_block_task, frame_chunks
 from nd2gpu._device import cuda_status, simulator_active
 
@@ -67,13 +68,13 @@ def test_slicing_decodes_only_needed_blocks(make_nd2, monkeypatch):
         x = f.binary_data.to_dask()
         ref = f.binary_data.asarray()
     calls = []
-    real = nd2gpu.BinaryLayer.decode
+    real = dask_module.decode_block
 
-    def counting(self, frames, *args, **kwargs):
-        calls.append(list(frames))
-        return real(self, frames, *args, **kwargs)
+    def counting(plan, *args, **kwargs):
+        calls.append(plan.seqs.tolist())
+        return real(plan, *args, **kwargs)
 
-    monkeypatch.setattr(nd2gpu.BinaryLayer, "decode", counting)
+    monkeypatch.setattr(dask_module, "decode_block", counting)
     np.testing.assert_array_equal(x[1, 2, 0].compute(scheduler="sync"), ref[1, 2, 0])
     assert calls == [[6]]
 

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import nd2
 import numpy as np
+from conftest import random_labels
+from nd2 import AXIS
 import pandas
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from nd2_surgery import rewrite
-from nd2gpu.kernels import _objects_kernels as ok
+from nd2gpu.kernels._record_kernels import R_RESOLVED
 from skimage.measure import regionprops_table as skimage_table
 from streams import payload, stream_words
 
@@ -36,7 +38,7 @@ from nd2gpu._objects import (
     PROPERTIES,
     PROPERTY_COLUMNS,
 )
-from nd2gpu._objects import cpu as _objects
+from nd2gpu._decode import runs as runs_module
 
 ALL = DEFAULT_PROPERTIES + INTENSITY_PROPERTIES
 PREFIX = b"\x00\x00\x00\x00"
@@ -52,15 +54,21 @@ def reference_table(
     images: np.ndarray | None = None,
     frames: Sequence[int] | None = None,
     layer_column: int | None = None,
+    spacing: tuple[float, float] | None = None,
 ) -> dict[str, np.ndarray]:
-    """skimage's table of each frame of nd2's dense masks, with ``frame``.
+    """skimage's table of each frame of nd2's dense masks, with ``frame`` and the
+    frame's loop coordinates (``numpy.unravel_index``, named as nd2's ``sizes``).
 
     ``images[seq]`` is the intensity image of frame ``seq``.
     """
     with nd2.ND2File(path) as f:
         masks = f.binary_data[layer].data
+        loops = [(AXIS._MAP[loop.type], loop.count) for loop in f.experiment]
+        sizes = dict(f.sizes)
+    shape = tuple(count for _, count in loops)
+    axes = [axis for axis, count in loops if count != 1 and axis in sizes]
     seqs = range(len(masks)) if frames is None else sorted(frames)
-    names = ["frame"] + [c for p in properties for c in PROPERTY_COLUMNS[p]]
+    names = ["frame", *axes] + [c for p in properties for c in PROPERTY_COLUMNS[p]]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for seq in seqs:
         mask = masks[seq]
@@ -70,9 +78,14 @@ def reference_table(
             mask,
             intensity_image=None if images is None else images[seq],
             properties=("label", *properties),
+            spacing=spacing,
         )
-        parts["frame"].append(np.full(len(table["label"]), seq, np.int64))
-        for name in names[1:]:
+        n = len(table["label"])
+        parts["frame"].append(np.full(n, seq, np.int64))
+        coords = np.unravel_index(seq, shape) if shape else ()
+        for axis in axes:
+            parts[axis].append(np.full(n, coords[[a for a, _ in loops].index(axis)]))
+        for name in names[1 + len(axes) :]:
             parts[name].append(table[name])
     zeros = np.zeros((2, 2), np.uint16)
     empty = skimage_table(zeros, intensity_image=zeros, properties=("label", *ALL))
@@ -81,7 +94,7 @@ def reference_table(
         n = sum(len(c) for c in parts["frame"])
         out["layer"] = np.full(n, layer_column, np.int64)
     for name, pieces in parts.items():
-        dtype = np.int64 if name == "frame" else empty[name].dtype
+        dtype = np.int64 if name == "frame" or name in axes else empty[name].dtype
         out[name] = np.concatenate(pieces) if pieces else np.empty(0, dtype)
     return out
 
@@ -371,10 +384,10 @@ def test_bad_frames(make_nd2):
 def test_properties(make_nd2):
     path, _ = make_nd2()
     got = measure(path, properties=["centroid", "label", "centroid"])
-    assert list(got) == ["frame", "centroid-0", "centroid-1", "label"]
-    assert list(measure(path, properties="area")) == ["frame", "area"]
+    assert list(got) == ["frame", "T", "Z", "centroid-0", "centroid-1", "label"]
+    assert list(measure(path, properties="area")) == ["frame", "T", "Z", "area"]
     only_frames = measure(path, properties=())
-    assert list(only_frames) == ["frame"]
+    assert list(only_frames) == ["frame", "T", "Z"]
     np.testing.assert_array_equal(only_frames["frame"], measure(path)["frame"])
     with pytest.raises(
         ValueError, match="supported properties: " + ", ".join(PROPERTIES)
@@ -555,54 +568,84 @@ def test_no_dense_array_is_allocated(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("frame", "by_masks", "by_rows", "resolved"),
+    ("frame", "resolved"),
     [
-        (HAND_FRAMES[0], "UNDECIDED", True, True),  # a mask overlaps itself
-        (HAND_FRAMES[3], "OVERLAP", False, True),  # two masks of one id overlap
-        (HAND_FRAMES[2], "OVERLAP", False, True),  # id 0 over id 65535
-        (HAND_FRAMES[5], "UNDECIDED", True, True),  # rows out of order in a mask
-        (
-            (4, 5, [(1, [(0, [(0, 2)])]), (2, [(0, [(2, 3)])])]),
-            "NO_OVERLAP",
-            False,
-            False,
-        ),
+        (HAND_FRAMES[0], True),  # a mask overlaps itself
+        (HAND_FRAMES[3], True),  # two masks of one id overlap
+        (HAND_FRAMES[2], True),  # id 0 over id 65535
+        (HAND_FRAMES[5], True),  # rows out of order in a mask
+        ((4, 5, [(1, [(0, [(0, 2)])]), (2, [(0, [(2, 3)])])]), False),
     ],
 )
-def test_overlap_checks_taken(
-    tmp_path, monkeypatch, frame, by_masks, by_rows, resolved
+def test_only_frames_with_overlaps_are_rewritten(
+    tmp_path, monkeypatch, frame, resolved
 ):
-    """Which overlap checks decide (guards that the tests above reach them)."""
-    calls: dict[str, list] = {"masks": [], "rows": [], "resolved": []}
+    """Guards that the tests above reach the rewriting of overlapping runs."""
+    seen = []
 
-    def spy(name, real):
-        def wrapped(*args, **kwargs):
-            result = real(*args, **kwargs)
-            calls[name].append(result)
-            return result
+    def spy(*args):
+        done = real(*args)
+        seen.extend(args[-1][:, R_RESOLVED].tolist())
+        return done
 
-        return wrapped
-
-    monkeypatch.setattr(ok, "masks_overlap", spy("masks", ok.masks_overlap))
-    monkeypatch.setattr(ok, "rows_overlap", spy("rows", ok.rows_overlap))
-    monkeypatch.setattr(
-        _objects, "_measure_resolved", spy("resolved", _objects._measure_resolved)
-    )
+    real = runs_module.resolve_group
+    monkeypatch.setattr(runs_module, "resolve_group", spy)
     path = write_streams(tmp_path, [frame])
     assert_tables_equal(measure(path), reference_table(path))
-    assert calls["masks"] == [getattr(ok, by_masks)]
-    assert bool(calls["rows"]) == by_rows
-    assert bool(calls["resolved"]) == resolved
+    assert seen == [int(resolved)]
 
 
-def test_stripes_exhaust_the_mask_budget(tmp_path, monkeypatch):
-    seen = []
-    real = ok.masks_overlap
-    monkeypatch.setattr(
-        ok, "masks_overlap", lambda *a: seen.append(real(*a)) or seen[-1]
-    )
+def test_a_row_of_many_runs(tmp_path):
     nrows, ncols = 2, 300
     masks = [(k + 1, [(r, [(k, 1)]) for r in range(nrows)]) for k in range(ncols)]
     path = write_streams(tmp_path, [(nrows, ncols, masks)])
     assert_tables_equal(measure(path), reference_table(path))
-    assert seen == [ok.UNDECIDED]
+
+
+@pytest.mark.parametrize(
+    "loops",
+    [(("T", 3), ("P", 2), ("Z", 2)), (("P", 1), ("T", 4)), ()],
+    ids=["TPZ", "P1-T", "no-loops"],
+)
+def test_loop_coordinates_are_columns_named_as_in_sizes(tmp_path, rng, loops):
+    counts = tuple(c for _, c in loops)
+    labels = random_labels(rng, (*counts, 12, 9))
+    path = nd2gpu.write_nd2(tmp_path / "loops.nd2", {"x": labels}, loops=list(loops))
+    table = measure(path)
+    assert_tables_equal(table, reference_table(path))
+    with nd2.ND2File(path) as f:
+        axes = [a for a in f.sizes if a not in ("C", "Y", "X", "S")]
+    assert [c for c in table if c.isupper()] == axes
+    if counts:
+        frame = table["frame"]
+        coords = np.unravel_index(frame, counts)
+        named = [i for i, (_, c) in enumerate(loops) if c != 1]
+        for axis, i in zip(axes, named, strict=True):
+            np.testing.assert_array_equal(table[axis], coords[i])
+
+
+@pytest.mark.parametrize("spacing", [(0.3, 0.7), (2, 3), (0.108, 0.108)])
+def test_spacing_gives_skimage_s_physical_units_exactly(make_nd2, spacing):
+    path, _ = make_nd2(frame_shape=(60, 70), max_id=40)
+    props = ("label", "area", "bbox", "centroid")
+    got = measure(path, properties=props, spacing=spacing)
+    expected = reference_table(path, 0, props, spacing=spacing)
+    assert list(got) == list(expected)
+    for name, column in expected.items():
+        np.testing.assert_array_equal(got[name], column, err_msg=name)  # bit for bit
+
+
+def test_spacing_from_the_file_and_refused_values(make_nd2):
+    path, _ = make_nd2()
+    with nd2gpu.ND2File(path) as f:
+        layer = f.binary_data[0]
+        assert layer.pixel_size is not None
+        dy, dx = layer.pixel_size
+        got = layer.regionprops_table(spacing="file")
+        np.testing.assert_array_equal(
+            got["area"], layer.regionprops_table(spacing=(dy, dx))["area"]
+        )
+        for bad in ["pixels", (1, 0), (1, -2), (1, 2, 3), (np.nan, 1), "0.5"]:
+            with pytest.raises(ValueError, match="spacing"):
+                layer.regionprops_table(spacing=bad)
+

@@ -113,7 +113,7 @@ def test_existing_table_needs_overwrite(make_nd2, tmp_path, capsys):
     code, _, err = run(capsys, "objects", path, "-o", target)
     assert code == 2 and "--overwrite" in err and target.read_text() == "old"
     code, _, _ = run(capsys, "objects", path, "-o", target, "--overwrite")
-    assert code == 0 and target.read_text().startswith("layer,frame,label")
+    assert code == 0 and target.read_text().startswith("layer,frame,T,Z,label")
 
 
 def test_parquet_without_pyarrow(make_nd2, tmp_path, capsys, monkeypatch):

@@ -102,9 +102,10 @@ def test_pieces_and_rows_of_many_pieces(tmp_path, monkeypatch):
 
 
 def test_frames_subset_empty_and_batches(tmp_path, monkeypatch):
-    from nd2gpu._backends.cuda import objects as cuda_objects
+    from nd2gpu._backends.cuda import batches
 
-    monkeypatch.setattr(cuda_objects, "BATCH_FRAMES", 2)
+    monkeypatch.setattr(batches, "FIRST_BATCH_FRAMES", 1)
+    monkeypatch.setattr(batches, "BATCH_FRAMES", 2)
     labels = np.zeros((5, 6, 7), np.uint16)
     labels[1, 2:4, 1:5] = 3
     labels[4, 0, 0] = 1

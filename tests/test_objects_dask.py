@@ -11,7 +11,7 @@ from kernel_cases import needs_cuda
 from test_objects import ALL
 
 import nd2gpu
-from nd2gpu._objects.dask import objects_partition
+from nd2gpu._regionprops_dask import objects_partition
 
 
 def frame_of(table: dict) -> pandas.DataFrame:
@@ -75,10 +75,10 @@ def test_tasks_pickle_and_empty_files(make_nd2, tmp_path):
     with nd2gpu.ND2File(path) as f:
         layer = f.binary_data[0]
     part = pickle.loads(
-        pickle.dumps((layer, range(2), ("label", "area"), None, None, 0, "p"))
+        pickle.dumps((layer.ref, range(2), ("label", "area"), None, None, None, 0, "p"))
     )
     df = objects_partition(*part)
-    assert list(df.columns) == ["path", "layer", "frame", "label", "area"]
+    assert list(df.columns) == ["path", "layer", "frame", "T", "Z", "label", "area"]
     assert (df["frame"] < 2).all() and (df["path"] == "p").all()
     empty = nd2gpu.write_nd2(
         tmp_path / "e.nd2", {"x": np.zeros((2, 3, 3), np.uint16)}, loops=[("T", 2)]

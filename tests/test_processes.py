@@ -15,7 +15,7 @@ import pytest
 from http_server import Files, serving
 
 import nd2gpu
-from nd2gpu._backends import cpu as cpu_backend
+from nd2gpu._decode import schedule
 from nd2gpu._decode import pool as decode_pool
 
 LOOPS = (("T", 2), ("Z", 2))
@@ -57,7 +57,7 @@ def big(tmp_path_factory) -> tuple[Path, np.ndarray]:
     path = nd2gpu.write_nd2(
         tmp_path_factory.mktemp("processes") / "big.nd2", labels, loops=list(LOOPS)
     )
-    assert 4 * FRAME[0] * FRAME[1] >= cpu_backend.INLINE_PIXELS  # uses the pool
+    assert 4 * FRAME[0] * FRAME[1] >= schedule.INLINE_PIXELS  # uses the pool
     return path, np.stack(list(labels.values()))
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import nd2gpu
 from nd2gpu import _limits, _settings
-from nd2gpu._backends import cpu as cpu_backend
+from nd2gpu._decode import schedule
 from nd2gpu._decode import pool as decode_pool
 
 GIB = 1 << 30
@@ -48,7 +48,7 @@ def test_bad_num_threads_is_named(monkeypatch, fresh_pool, make_nd2, text):
         _settings.num_threads()
     # On first decode: the same message, not an error from deep inside.
     path, _ = make_nd2(loops=(("T", 4),), layers=("a",), frame_shape=(512, 512))
-    assert cpu_backend.INLINE_PIXELS <= 4 * 512 * 512
+    assert schedule.INLINE_PIXELS <= 4 * 512 * 512
     with nd2gpu.ND2File(path) as f, pytest.raises(ValueError, match=message):
         np.asarray(f.binary_data)
 
