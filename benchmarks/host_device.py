@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from nd2gpu.kernels._batch_layout import ENTRY_BYTES, ENTRY_FIELDS, FRAME_BYTES, FRAME_FIELDS
+from nd2gpu.kernels._batch_layout import (
+    ENTRY_BYTES,
+    ENTRY_FIELDS,
+    FRAME_BYTES,
+    FRAME_FIELDS,
+)
 from nd2gpu.kernels._stage_kernels import paint_batch
 
 from nd2gpu._backends.cuda.batches import StagedBatch
@@ -33,7 +38,9 @@ class HostDevice:
         Pixels a tile (as the GPU kernel's default launch).
     """
 
-    def __init__(self, out: np.ndarray, *, paint: bool = True, tile_pixels: int = 2048) -> None:
+    def __init__(
+        self, out: np.ndarray, *, paint: bool = True, tile_pixels: int = 2048
+    ) -> None:
         self.out = out.reshape(-1)
         self.paint = paint
         self.tile_pixels = tile_pixels
@@ -64,7 +71,10 @@ class HostDevice:
             frames = device[:table].view(np.int64).reshape(-1, FRAME_FIELDS)
             entries = device[table : table + batch.capacity * ENTRY_BYTES]
             paint_batch(
-                self.out, frames, batch.n_frames, entries.view(np.uint32).reshape(-1, ENTRY_FIELDS)
+                self.out,
+                frames,
+                batch.n_frames,
+                entries.view(np.uint32).reshape(-1, ENTRY_FIELDS),
             )
         if n_tiles:
             self.calls["launches"] += 1

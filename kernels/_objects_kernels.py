@@ -386,8 +386,16 @@ def scaled_sums_group(rows, cols, lengths, values, spans, n, statuses, ncols, sp
         if statuses[i] != 0:
             continue
         m = scaled_sums(
-            rows, cols, lengths, values, spans[i, 0], spans[i, 1], ncols, spacing,
-            found[k:], sums[k:],
+            rows,
+            cols,
+            lengths,
+            values,
+            spans[i, 0],
+            spans[i, 1],
+            ncols,
+            spacing,
+            found[k:],
+            sums[k:],
         )
         for j in range(m):
             frames[k + j] = i

@@ -118,7 +118,9 @@ def _find(nxt, j):
 
 
 @njit(nogil=True, cache=True)
-def _resolve_row(cols, lengths, values, order, a, b, row, o_rows, o_cols, o_len, o_val, out):
+def _resolve_row(
+    cols, lengths, values, order, a, b, row, o_rows, o_cols, o_len, o_val, out
+):
     """Write the runs that painting runs ``order[a:b]`` (one row, in stream
     order) leaves, from ``out`` on; return one past the last."""
     k = b - a

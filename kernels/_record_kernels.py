@@ -25,7 +25,18 @@ RECORD_FIELDS = 10
 
 @njit(nogil=True, cache=True)
 def record_group(
-    streams, present, first, n, nrows, ncols, rows, cols, lengths, values, spans, results
+    streams,
+    present,
+    first,
+    n,
+    nrows,
+    ncols,
+    rows,
+    cols,
+    lengths,
+    values,
+    spans,
+    results,
 ):
     """Record frames ``first:n`` of a group into the run list, one after another.
 
@@ -67,7 +78,17 @@ def record_group(
             result[R_STATUS] = ABSENT
             continue
         status = walk_frame(
-            streams[i], nrows, ncols, False, empty, rows, cols, lengths, values, lo, result
+            streams[i],
+            nrows,
+            ncols,
+            False,
+            empty,
+            rows,
+            cols,
+            lengths,
+            values,
+            lo,
+            result,
         )
         if status != OK:
             return i

@@ -7,12 +7,34 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._batch_layout import E_OFFSET, E_PREFIX, E_VALUE, F_BASE, F_PIXELS, F_RUN_LO, F_RUNS, F_TILE_LO
+from ._batch_layout import (
+    E_OFFSET,
+    E_PREFIX,
+    E_VALUE,
+    F_BASE,
+    F_PIXELS,
+    F_RUN_LO,
+    F_RUNS,
+    F_TILE_LO,
+)
 
 
 @njit(nogil=True, cache=True)
 def stage_entries(
-    rows, cols, lengths, values, spans, n, statuses, ncols, bases, frames, f0, entries, e0, r0
+    rows,
+    cols,
+    lengths,
+    values,
+    spans,
+    n,
+    statuses,
+    ncols,
+    bases,
+    frames,
+    f0,
+    entries,
+    e0,
+    r0,
 ):
     """Write a group's first ``n`` recorded frames into a staged batch.
 

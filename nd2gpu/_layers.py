@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import dask.array
 
 
-def frame_indices(frames: FrameIndex, n: int) -> tuple[list[int], bool]:
+def frame_indices(frames: FrameIndex, n: int) -> tuple[np.ndarray, bool]:
     """Sequence indices in ``[0, n)`` of an index as nd2 users write one.
 
     Parameters
@@ -46,7 +46,8 @@ def frame_indices(frames: FrameIndex, n: int) -> tuple[list[int], bool]:
     Returns
     -------
     seqs, single
-        The indices, and whether ``frames`` was one integer (a 2-D result).
+        The indices (``int64``), and whether ``frames`` was one integer (a 2-D
+        result).
 
     Raises
     ------
@@ -56,28 +57,37 @@ def frame_indices(frames: FrameIndex, n: int) -> tuple[list[int], bool]:
         If ``frames`` is not one of the kinds above.
     """
     if isinstance(frames, slice):
-        return list(range(n)[frames]), False
+        return np.arange(n, dtype=np.int64)[frames], False
     if isinstance(frames, (bool, np.bool_)):
         raise TypeError(f"frames must be integers, not {type(frames).__name__}")
     if isinstance(frames, (int, np.integer)):
-        return [_check_index(int(frames), n)], True
+        return np.array([_check_index(int(frames), n)], np.int64), True
     if isinstance(frames, (str, bytes)) or not hasattr(frames, "__len__"):
         raise TypeError(
             "frames must be an int, a slice, a range, a sequence of ints or an "
             f"integer array, not {type(frames).__name__}"
         )
-    array = np.asarray(frames)
+    if isinstance(frames, range):
+        array = np.arange(frames.start, frames.stop, frames.step, dtype=np.int64)
+    else:
+        array = np.asarray(frames)
     if array.dtype == np.bool_:
         if array.shape != (n,):
             raise IndexError(
                 f"a boolean frame mask must have shape ({n},), not {array.shape}"
             )
-        return np.flatnonzero(array).tolist(), False
+        return np.flatnonzero(array), False
     if array.size and array.dtype.kind not in "iu":
         raise TypeError(f"frame indices must be integers, not {array.dtype}")
     if array.ndim > 1:
         raise IndexError(f"frame indices must be one-dimensional, not {array.shape}")
-    return [_check_index(int(operator.index(i)), n) for i in array.tolist()], False
+    bad = (array >= n) if array.dtype.kind == "u" else (array < -n) | (array >= n)
+    if bad.any():
+        raise IndexError(
+            f"frame index {int(array[bad][0])} out of range for {n} frames"
+        )
+    array = array.astype(np.int64, copy=False)
+    return array % n if n else array, False
 
 
 def _check_index(i: int, n: int) -> int:
@@ -496,9 +506,7 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
 
         See ``nd2gpu._dask.layer_to_dask``.
         """
-        return layer_to_dask(
-            self.ref, _request(device, self._device), frames_per_chunk
-        )
+        return layer_to_dask(self.ref, _request(device, self._device), frames_per_chunk)
 
     def regionprops_table(
         self,
@@ -513,8 +521,9 @@ class BinaryLayer(nd2.BinaryLayer, _GpuExport):
 
         The columns are those of ``skimage.measure.regionprops_table`` (and
         cuCIM's) on the label image ``layer[i]`` of each frame, plus ``frame``
-        and the frame's loop coordinates; no label image is built. ``pandas.DataFrame(table)`` (``cudf.DataFrame``
-        for CuPy columns) makes a data frame of it. See docs/objects.md.
+        and the frame's loop coordinates; no label image is built.
+        ``pandas.DataFrame(table)`` (``cudf.DataFrame`` for CuPy columns) makes a
+        data frame of it. See docs/objects.md.
 
         Parameters
         ----------
@@ -680,7 +689,9 @@ class BinaryLayers(nd2.BinaryLayers, _GpuExport):
         first = layers[0]
         frame_shape = first.frame_shape
         n = len(first)
-        with_chunk = [np.asarray(layer.frames_with_chunk(), np.int64) for layer in layers]
+        with_chunk = [
+            np.asarray(layer.frames_with_chunk(), np.int64) for layer in layers
+        ]
         plan = DecodePlan.of(
             [layer.ref for layer in layers],
             np.concatenate([np.full(s.shape, i) for i, s in enumerate(with_chunk)]),

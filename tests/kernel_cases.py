@@ -72,7 +72,9 @@ class Frames:
         return bool(cover.max(initial=0) > 1)
 
 
-def frames_of(nrows: int, ncols: int, runs: list[list[tuple[int, int, int, int]]]) -> Frames:
+def frames_of(
+    nrows: int, ncols: int, runs: list[list[tuple[int, int, int, int]]]
+) -> Frames:
     """Frames from ``(row, col, length, value)`` runs per frame."""
     flat = [run for frame in runs for run in frame]
     bounds = np.cumsum([0, *(len(frame) for frame in runs)])

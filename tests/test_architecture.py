@@ -131,7 +131,14 @@ def test_stages_receive_plain_data_not_the_facade():
     """Nothing below the façade imports it: stages get a LayerRef, never a
     BinaryLayer or ND2File."""
     facade = {"nd2gpu._layers", "nd2gpu._nd2file", "nd2gpu._regionprops_dask"}
-    stages = ("nd2gpu._decode", "nd2gpu._backends", "nd2gpu._objects", "nd2gpu._format", "nd2gpu._dask", "nd2gpu.kernels")
+    stages = (
+        "nd2gpu._decode",
+        "nd2gpu._backends",
+        "nd2gpu._objects",
+        "nd2gpu._format",
+        "nd2gpu._dask",
+        "nd2gpu.kernels",
+    )
     offenders = {
         module: sorted(imports & facade)
         for module, imports in import_graph().items()

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 from cli_support import run
+from counting import CountingInflate
 from nd2_surgery import rewrite
 
 from nd2gpu._decode import frame as frame_module
-from counting import CountingInflate
 from nd2gpu.cli.info import count_objects
 
 

@@ -25,7 +25,7 @@ from nd2gpu._backends.cuda import expander as expander_module
 from nd2gpu._decode.plan import DecodePlan
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from host_device import HostDevice  # noqa: E402
+from host_device import HostDevice
 
 pytestmark = pytest.mark.usefixtures("fast_thread_switching")
 
@@ -68,7 +68,11 @@ def run_on_host(path, *, ring=None, slots=None, paint=True):
         device = HostDevice(out, paint=paint, tile_pixels=16)
         pipeline = batches.BatchPipeline(device, shape, ring)
         pipeline.run(plan, plan.slots * (shape[0] * shape[1]))
-    return out.reshape(len(layers), *f.binary_data[0].coordinate_shape, *shape), device, pipeline
+    return (
+        out.reshape(len(layers), *f.binary_data[0].coordinate_shape, *shape),
+        device,
+        pipeline,
+    )
 
 
 @pytest.mark.parametrize("first,size,runs", [(4, 32, 1 << 15), (1, 2, 3), (2, 3, 1)])
@@ -103,7 +107,9 @@ def test_a_corrupt_frame_stops_the_pipeline_with_its_name(make_nd2, tmp_path):
     bad_stream = payload(stream_words(8, 8, [(1, [(9, [(0, 1)])])]))
     name = b"CustomDataSeq|RleZipBinarySequence_1_v1|23!"
     bad = rewrite(
-        path, tmp_path / "bad.nd2", lambda n, d: b"\0\0\0\0" + bad_stream if n == name else d
+        path,
+        tmp_path / "bad.nd2",
+        lambda n, d: b"\0\0\0\0" + bad_stream if n == name else d,
     )
     with pytest.raises(nd2gpu.DecodeError, match="frame 23") as info:
         run_on_host(bad)

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_cases import FEW, MANY, SMALL_LAUNCH, Frames, frames_of, needs_cuda, run_frames
+from kernel_cases import (
+    FEW,
+    MANY,
+    SMALL_LAUNCH,
+    Frames,
+    frames_of,
+    needs_cuda,
+    run_frames,
+)
 from nd2gpu.kernels._batch_layout import (
     ENTRY_FIELDS,
     F_PIXELS,
@@ -28,11 +36,18 @@ def without_overlaps(frames: Frames) -> Frames:
         lo, hi = (int(x) for x in frames.spans[i])
         n = hi - lo
         room = frames.n_runs + 2 * n
-        a = [np.zeros(room, x.dtype) for x in (frames.rows, frames.cols, frames.lengths, frames.values)]
-        for new, old in zip(a, (frames.rows, frames.cols, frames.lengths, frames.values), strict=True):
+        a = [
+            np.zeros(room, x.dtype)
+            for x in (frames.rows, frames.cols, frames.lengths, frames.values)
+        ]
+        for new, old in zip(
+            a, (frames.rows, frames.cols, frames.lengths, frames.values), strict=True
+        ):
             new[: frames.n_runs] = old
         order = np.empty(max(1, n), np.int32)
-        if find_overlap(a[0], a[1], a[2], lo, hi, frames.nrows, row_table(frames.nrows), order):
+        if find_overlap(
+            a[0], a[1], a[2], lo, hi, frames.nrows, row_table(frames.nrows), order
+        ):
             end = resolve_later_wins(*a, lo, hi, order, frames.n_runs)
             lo, hi = frames.n_runs, end
         for out, src in zip((rows, cols, lengths, values), a, strict=True):
@@ -47,7 +62,9 @@ def without_overlaps(frames: Frames) -> Frames:
     )
 
 
-def stage(frames: Frames, slots: list[int], tile: int) -> tuple[np.ndarray, np.ndarray, int]:
+def stage(
+    frames: Frames, slots: list[int], tile: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """The batch of ``frames`` (frame ``i`` into output slot ``slots[i]``), tiles
     numbered for ``tile`` pixels a tile."""
     n = frames.n_frames
@@ -98,7 +115,14 @@ def expand(table, entries, n_tiles, size, **launch):
     from nd2gpu.kernels._expand_cuda import expand_runs
 
     out = cuda.to_device(np.zeros(size, np.uint16))
-    expand_runs(out, cuda.to_device(table), cuda.to_device(entries), table.shape[0], n_tiles, **launch)
+    expand_runs(
+        out,
+        cuda.to_device(table),
+        cuda.to_device(entries),
+        table.shape[0],
+        n_tiles,
+        **launch,
+    )
     return out.copy_to_host()
 
 
@@ -135,11 +159,17 @@ def test_expand_tile_edges_windows_and_empty_frames(lengths, launch):
 @pytest.mark.slow
 @needs_cuda
 @FEW
-@given(run_frames(overlap=True), st.sampled_from([None, 1, 3]), st.sampled_from([None, 1, 2]))
+@given(
+    run_frames(overlap=True),
+    st.sampled_from([None, 1, 3]),
+    st.sampled_from([None, 1, 2]),
+)
 def test_expand_matches_sequential_painting(frames, window, grid):
     clean = without_overlaps(frames)
     launch = dict(SMALL_LAUNCH or {"block": 32, "items": 4})
-    table, entries, n_tiles = stage(clean, list(range(frames.n_frames)), launch["block"] * launch["items"])
+    table, entries, n_tiles = stage(
+        clean, list(range(frames.n_frames)), launch["block"] * launch["items"]
+    )
     got = expand(
         table,
         entries,

@@ -14,6 +14,13 @@ import numpy as np
 import pytest
 from kernel_cases import SIMULATOR, SMALL_LAUNCH, needs_cuda
 from nd2gpu.kernels import _expand_cuda
+from nd2gpu.kernels._batch_layout import (
+    ENTRY_FIELDS,
+    F_BASE,
+    F_PIXELS,
+    F_RUNS,
+    FRAME_FIELDS,
+)
 from nd2gpu.kernels._cuda_registry import (
     ARCHITECTURES,
     INT32_MAX,
@@ -33,13 +40,6 @@ from nd2gpu.kernels._expand_cuda import (
     MAX_WINDOW,
     expand_launch,
     expand_runs,
-)
-from nd2gpu.kernels._batch_layout import (
-    ENTRY_FIELDS,
-    F_BASE,
-    F_PIXELS,
-    F_RUNS,
-    FRAME_FIELDS,
 )
 from numba import cuda
 from numba.core import types

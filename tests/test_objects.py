@@ -18,19 +18,20 @@ from pathlib import Path
 
 import nd2
 import numpy as np
-from conftest import random_labels
-from nd2 import AXIS
 import pandas
 import pytest
+from conftest import random_labels
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from nd2 import AXIS
 from nd2_surgery import rewrite
 from nd2gpu.kernels._record_kernels import R_RESOLVED
 from skimage.measure import regionprops_table as skimage_table
 from streams import payload, stream_words
 
 import nd2gpu
+from nd2gpu._decode import runs as runs_module
 from nd2gpu._format.container import binary_frame_chunk_name
 from nd2gpu._objects import (
     DEFAULT_PROPERTIES,
@@ -38,7 +39,6 @@ from nd2gpu._objects import (
     PROPERTIES,
     PROPERTY_COLUMNS,
 )
-from nd2gpu._decode import runs as runs_module
 
 ALL = DEFAULT_PROPERTIES + INTENSITY_PROPERTIES
 PREFIX = b"\x00\x00\x00\x00"
@@ -648,4 +648,3 @@ def test_spacing_from_the_file_and_refused_values(make_nd2):
         for bad in ["pixels", (1, 0), (1, -2), (1, 2, 3), (np.nan, 1), "0.5"]:
             with pytest.raises(ValueError, match="spacing"):
                 layer.regionprops_table(spacing=bad)
-

@@ -28,8 +28,13 @@ def resolved(frames: Frames, i: int, counts=None) -> Frames:
     lo, hi = (int(x) for x in frames.spans[i])
     n = frames.n_runs
     room = n + 2 * (hi - lo)
-    arrays = [np.zeros(room, a.dtype) for a in (frames.rows, frames.cols, frames.lengths, frames.values)]
-    for new, old in zip(arrays, (frames.rows, frames.cols, frames.lengths, frames.values), strict=True):
+    arrays = [
+        np.zeros(room, a.dtype)
+        for a in (frames.rows, frames.cols, frames.lengths, frames.values)
+    ]
+    for new, old in zip(
+        arrays, (frames.rows, frames.cols, frames.lengths, frames.values), strict=True
+    ):
         new[:n] = old
     order = np.empty(max(1, hi - lo), np.int32)
     counts = row_table(frames.nrows) if counts is None else counts
@@ -56,7 +61,9 @@ def test_disjoint_runs_do_not_overlap(frames):
 
 
 def test_touching_runs_do_not_overlap_and_one_pixel_does():
-    touching = frames_of(2, 10, [[(0, 0, 3, 1), (0, 3, 7, 2), (1, 5, 5, 3), (1, 0, 5, 4)]])
+    touching = frames_of(
+        2, 10, [[(0, 0, 3, 1), (0, 3, 7, 2), (1, 5, 5, 3), (1, 0, 5, 4)]]
+    )
     assert not check(touching, 0)
     shared = frames_of(2, 10, [[(0, 0, 3, 1), (1, 0, 1, 3), (0, 2, 8, 2)]])
     assert check(shared, 0)
@@ -85,7 +92,14 @@ def test_resolve_splits_a_run_around_a_later_one():
     frames = frames_of(1, 10, [[(0, 0, 10, 1), (0, 3, 2, 2), (0, 4, 1, 0)]])
     out = resolved(frames, 0)
     lo, hi = out.spans[0]
-    got = list(zip(out.cols[lo:hi].tolist(), out.lengths[lo:hi].tolist(), out.values[lo:hi].tolist(), strict=True))
+    got = list(
+        zip(
+            out.cols[lo:hi].tolist(),
+            out.lengths[lo:hi].tolist(),
+            out.values[lo:hi].tolist(),
+            strict=True,
+        )
+    )
     assert got == [(0, 3, 1), (3, 1, 2), (5, 5, 1)]
 
 

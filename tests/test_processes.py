@@ -15,8 +15,8 @@ import pytest
 from http_server import Files, serving
 
 import nd2gpu
-from nd2gpu._decode import schedule
 from nd2gpu._decode import pool as decode_pool
+from nd2gpu._decode import schedule
 
 LOOPS = (("T", 2), ("Z", 2))
 #: Four frames of this shape make a block big enough for the decode thread pool.

@@ -10,8 +10,8 @@ import pytest
 
 import nd2gpu
 from nd2gpu import _limits, _settings
-from nd2gpu._decode import schedule
 from nd2gpu._decode import pool as decode_pool
+from nd2gpu._decode import schedule
 
 GIB = 1 << 30
 

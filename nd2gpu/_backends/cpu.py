@@ -9,6 +9,7 @@ wins, exactly as nd2 paints them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 
 from .._decode.frame import parse_header, stream_error, warn_version
@@ -16,7 +17,7 @@ from .._decode.front import Streams, inflate_group, run_groups
 from .._decode.inflate import inflate_cap
 from .._decode.payloads import CallPayloads
 from .._decode.plan import DecodePlan
-from .._decode.schedule import raise_failure, run_tasks, task_ranges
+from .._decode.schedule import raise_failure, run_parallel
 from .._limits import check_allocation
 from ..kernels import _parse_kernels as pk
 from .layout import check_layout
@@ -65,9 +66,10 @@ def decode_frames(plan: DecodePlan, out: np.ndarray, *, zero: bool = False) -> N
 
     with plan.source.reading() as index:
         payloads = CallPayloads(plan, index)
-        failures = run_tasks(
-            lambda lo, hi: run_groups(payloads, lo, hi, cap, shape, results, consume),
-            task_ranges(plan.n_jobs, nrows * ncols),
+        failures = run_parallel(
+            lambda groups: run_groups(payloads, groups, cap, shape, results, consume),
+            plan.n_jobs,
+            nrows * ncols,
         )
     raise_failure(plan, failures)
     plan.warn_versions(results)
@@ -171,4 +173,3 @@ def meta(ndim: int) -> np.ndarray:
 
 def synchronize() -> None:
     """Nothing to wait for: the CPU back end returns when the work is done."""
-

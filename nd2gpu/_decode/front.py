@@ -23,6 +23,7 @@ from ..kernels._parse_kernels import GROUP_FRAMES
 from .frame import shape_mismatch, stream_error
 from .inflate import INFLATER, corrupt_stream, over_cap, truncated_stream
 from .payloads import CallPayloads
+from .schedule import Failure, Groups
 
 EMPTY_STREAM = np.frombuffer(b"", np.uint8)
 _PADDING = (EMPTY_STREAM,) * GROUP_FRAMES
@@ -44,8 +45,7 @@ def _incomplete(d: Any, raw: bytes, cap: int, shape: tuple[int, int]) -> DecodeE
             return shape_mismatch(got, shape)
     else:
         return DecodeError(
-            f"stream ends inside the frame header ({len(raw)} of {HEADER_BYTES} "
-            "bytes)",
+            f"stream ends inside the frame header ({len(raw)} of {HEADER_BYTES} bytes)",
             offset=len(raw),
         )
     past_cap = bool(d.unconsumed_tail) or (
@@ -104,42 +104,39 @@ def inflate_group(
 
 def run_groups(
     payloads: CallPayloads,
-    lo: int,
-    hi: int,
+    groups: Groups,
     cap: int,
     shape: tuple[int, int],
     results: np.ndarray,
     consume: Consumer,
     *,
-    group: int = GROUP_FRAMES,
     finish: Callable[[int, int], None] | None = None,
-) -> tuple[int, DecodeError] | None:
-    """Inflate jobs ``lo:hi`` group by group and hand each group to ``consume``.
+) -> Failure | None:
+    """Inflate the groups this thread claims and hand each to ``consume``.
 
     Parameters
     ----------
-    group : int
-        Frames per group (at most ``GROUP_FRAMES``): fewer keep fewer inflated
-        streams alive at once.
     finish : callable, optional
-        ``finish(g, n)`` after each group's consumer, once its streams are
+        ``finish(lo, n)`` after each group's consumer, once its streams are
         released: the rest of the group's work on its first ``n`` frames.
 
     Returns
     -------
     (job, error) or None
         The first job that failed and its error (without the job's context),
-        or None. Jobs after it are not decoded.
+        or None. The groups after it are not started, in any thread.
     """
-    for g in range(lo, hi, group):
-        views, errors = payloads.views(g, min(g + group, hi))
+    for lo, hi in groups:
+        views, errors = payloads.views(lo, hi)
         streams, present, n, error = inflate_group(views, cap, shape, errors)
-        done = consume(g, streams, present, n) if n else 0
+        done = consume(lo, streams, present, n) if n else 0
         del streams, views
         if finish is not None and done:
-            finish(g, done)
+            finish(lo, done)
         if done < n:
-            return g + done, stream_error(results[g + done], shape)
+            groups.failed(lo + done)
+            return lo + done, stream_error(results[lo + done], shape)
         if error is not None:
-            return g + n, error
+            groups.failed(lo + n)
+            return lo + n, error
     return None

@@ -20,10 +20,6 @@ from .frame import parse_header
 
 _all_sources: weakref.WeakSet[MaskSource] = weakref.WeakSet()
 
-#: Remote sources: frames whose payloads are fetched together, in one coalesced,
-#: concurrent request (a decode call's frames in windows of this many).
-PREFETCH_FRAMES = 64
-
 
 def _reset_sources_in_child() -> None:
     for source in list(_all_sources):
@@ -172,28 +168,16 @@ class MaskSource:
         seqs = index.sequence_indices(prefix)
         return seqs[: bisect.bisect_left(seqs, n_frames)]
 
-    def has_chunk(self, index: ChunkIndex, file_tag: str, seq: int) -> bool:
-        """Whether frame ``seq`` (``>= 0``) has a chunk: one look-up in the map."""
-        return binary_frame_chunk_name(file_tag, seq) in index.offsets
-
     def payload(self, index: ChunkIndex, file_tag: str, seq: int) -> bytes | None:
         """The zlib stream of one frame, or None when the frame has no mask.
 
         As in the reference reader, a frame has no mask when its chunk is missing
         or holds nothing after the 4-byte prefix.
         """
-        return _strip(index.read(binary_frame_chunk_name(file_tag, seq)))
-
-    def prefetch(
-        self, index: ChunkIndex, frames: Sequence[tuple[str, int]]
-    ) -> Payloads:
-        """The payloads of ``frames`` (``(file_tag, seq)`` pairs), for one call.
-
-        Local files are read frame by frame when asked for; remote ones in
-        windows of ``PREFETCH_FRAMES`` frames, each fetched in one coalesced,
-        concurrent request when one of its frames is first asked for.
-        """
-        return Payloads(self, index, frames)
+        data = index.read(binary_frame_chunk_name(file_tag, seq))
+        if data is None or len(data) <= MASK_PREFIX_BYTES:
+            return None
+        return data[MASK_PREFIX_BYTES:]
 
     def masked_frames(
         self, index: ChunkIndex, file_tag: str, seqs: Sequence[int]
@@ -235,52 +219,3 @@ def _strip(data: bytes | None) -> bytes | None:
     if data is None or len(data) <= MASK_PREFIX_BYTES:
         return None
     return data[MASK_PREFIX_BYTES:]
-
-
-class Payloads:
-    """The payloads of one decode call's frames (see ``MaskSource.prefetch``).
-
-    Thread-safe: pool threads ask for frames; the first to ask for a frame of a
-    remote window fetches the whole window while the others wait for it.
-    """
-
-    def __init__(
-        self, source: MaskSource, index: ChunkIndex, frames: Sequence[tuple[str, int]]
-    ) -> None:
-        self._source = source
-        self._index = index
-        self._remote = index.source.remote
-        if not self._remote:
-            return
-        keys = list(dict.fromkeys(frames))
-        self._window_of = {key: i // PREFETCH_FRAMES for i, key in enumerate(keys)}
-        self._windows = [
-            keys[i : i + PREFETCH_FRAMES] for i in range(0, len(keys), PREFETCH_FRAMES)
-        ]
-        self._locks = [threading.Lock() for _ in self._windows]
-        self._fetched: dict[tuple[str, int], bytes | None] = {}
-        self._failed: list[BaseException | None] = [None] * len(self._windows)
-
-    def get(self, file_tag: str, seq: int) -> bytes | None:
-        """The zlib stream of frame ``seq`` of ``file_tag``, or None (no mask)."""
-        if not self._remote:
-            return self._source.payload(self._index, file_tag, seq)
-        key = (file_tag, seq)
-        w = self._window_of.get(key)
-        if w is None:  # not announced: read it alone
-            return self._source.payload(self._index, file_tag, seq)
-        with self._locks[w]:
-            failed = self._failed[w]
-            if failed is not None:
-                raise failed
-            if key not in self._fetched:
-                window = self._windows[w]
-                names = [binary_frame_chunk_name(t, s) for t, s in window]
-                try:
-                    chunks = self._index.read_many(names)
-                except BaseException as e:
-                    self._failed[w] = e
-                    raise
-                for k, chunk in zip(window, chunks, strict=True):
-                    self._fetched[k] = _strip(chunk)
-        return self._fetched[key]

@@ -45,7 +45,9 @@ class CallPayloads:
             self._views = self._local_views(buffer)
             return
         n = plan.n_jobs
-        self._windows = [(lo, min(lo + PREFETCH_FRAMES, n)) for lo in range(0, n, PREFETCH_FRAMES)]
+        self._windows = [
+            (lo, min(lo + PREFETCH_FRAMES, n)) for lo in range(0, n, PREFETCH_FRAMES)
+        ]
         self._locks = [threading.Lock() for _ in self._windows]
         self._fetched: list[list[Payload | None] | None] = [None] * len(self._windows)
         self._failed: list[BaseException | None] = [None] * len(self._windows)
@@ -89,7 +91,7 @@ class CallPayloads:
             If a remote read fails.
         """
         if self._views is not None:
-            return self._views[lo:hi], self._errors_in(lo, hi)
+            return self._views[lo:hi], self._errors_in(lo, hi) if self._errors else None
         out: list[Payload | None] = []
         for w, (a, b) in enumerate(self._windows):
             if b <= lo or a >= hi:
@@ -132,10 +134,10 @@ class CallPayloads:
                 a, b = self._windows[w]
                 plan = self._plan
                 names = [
-                    binary_frame_chunk_name(
-                        plan.layers[k].meta.file_tag, s
+                    binary_frame_chunk_name(plan.layers[k].meta.file_tag, s)
+                    for k, s in zip(
+                        plan.layer[a:b].tolist(), plan.seqs[a:b].tolist(), strict=True
                     )
-                    for k, s in zip(plan.layer[a:b].tolist(), plan.seqs[a:b].tolist(), strict=True)
                 ]
                 try:
                     fetched = self._fetched[w] = self._fetch(names, a)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._errors import DecodeError
 from .._format.mask_stream import STREAM_VERSION
-from ..kernels._parse_kernels import ABSENT, OK, R_STATUS, R_VERSION
+from ..kernels._parse_kernels import OK, R_STATUS, R_VERSION
 from .layer_ref import LayerRef
 from .mask_source import MaskSource
 
@@ -33,7 +33,7 @@ class DecodePlan:
     def of(
         cls,
         layers: Sequence[LayerRef],
-        layer: Sequence[int] | np.ndarray,
+        layer: int | Sequence[int] | np.ndarray,
         seqs: Sequence[int] | np.ndarray,
         slots: Sequence[int] | np.ndarray | None = None,
     ) -> DecodePlan:
@@ -80,7 +80,3 @@ class DecodePlan:
                 f"layer {ref.meta.name!r}; decoding it the same way nd2 does.",
                 stacklevel=4,
             )
-
-    def headers_present(self, results: np.ndarray) -> np.ndarray:
-        """Which jobs had a mask (``results`` rows in job order)."""
-        return results[:, R_STATUS] != ABSENT

@@ -90,7 +90,9 @@ class RunList:
                 return done
             keep = int(spans[done - 1, 1]) if done else 0
             bound = int(results[done, R_RUNS])
-            self.grow(min(bound, max(keep + FIRST_RUNS, int(self.capacity * GROWTH))), keep)
+            self.grow(
+                min(bound, max(keep + FIRST_RUNS, int(self.capacity * GROWTH))), keep
+            )
 
     def resolve(
         self, n: int, nrows: int, spans: np.ndarray, results: np.ndarray
@@ -127,7 +129,7 @@ _local = threading.local()
 def thread_run_list() -> RunList:
     """This thread's run list."""
     try:
-        return _local.runs  # type: ignore[no-any-return]
+        return _local.runs
     except AttributeError:
         runs = _local.runs = RunList()
         return runs

@@ -9,6 +9,7 @@ Memory per thread: a frame's stream, its runs, and the entries.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -20,13 +21,14 @@ from .._decode.inflate import inflate_cap
 from .._decode.payloads import CallPayloads
 from .._decode.plan import DecodePlan
 from .._decode.runs import RunList, new_results, thread_run_list
-from .._decode.schedule import raise_failure, run_tasks, task_ranges
+from .._decode.schedule import Groups, raise_failure, run_parallel
 from ..kernels import _objects_kernels as ok
 from ..kernels._parse_kernels import GROUP_FRAMES, R_STATUS
 from .intensity import Images, image_for_kernel
 
 #: Rows of a thread's entry table at first (grown by half when full).
 FIRST_ENTRIES = 1024
+
 
 def _readonly(image: np.ndarray) -> np.ndarray:
     """A C-contiguous, read-only view (or copy) of ``image``: one kernel type for
@@ -37,17 +39,28 @@ def _readonly(image: np.ndarray) -> np.ndarray:
 
 
 _NO_IMAGE = _readonly(np.zeros((1, 1), np.uint8))
+_local = threading.local()
 _NO_SPACING = np.ones(2, np.float64)
 
 
 class Entries:
     """A growable table of object entries (``ok.STAT_FIELDS`` integers and
-    ``ok.FLOAT_FIELDS`` floats per object)."""
+    ``ok.FLOAT_FIELDS`` floats per object): a thread's, reused by its calls."""
 
     def __init__(self) -> None:
         self.stats = np.empty((FIRST_ENTRIES, ok.STAT_FIELDS), np.int64)
         self.fstats = np.empty((FIRST_ENTRIES, ok.FLOAT_FIELDS), np.float64)
         self.n = 0
+
+    @classmethod
+    def of_thread(cls) -> Entries:
+        """This thread's table, emptied."""
+        try:
+            entries: Entries = _local.entries
+        except AttributeError:
+            entries = _local.entries = cls()
+        entries.n = 0
+        return entries
 
     def grow(self, need: int) -> None:
         capacity = max(need, self.stats.shape[0] * 3 // 2)
@@ -58,7 +71,8 @@ class Entries:
             setattr(self, name, new)
 
     def table(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.stats[: self.n], self.fstats[: self.n]
+        """Copies of the entries in use."""
+        return self.stats[: self.n].copy(), self.fstats[: self.n].copy()
 
 
 def measure_cpu(
@@ -91,10 +105,10 @@ def measure_cpu(
     int_sums = has_image and ok.integer_sums(images.dtype)  # type: ignore[union-attr]
     scale = _NO_SPACING if spacing is None else np.asarray(spacing, np.float64)
 
-    def task(lo: int, hi: int) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    def task(groups: Groups) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         runs = thread_run_list()
         spans = np.zeros((GROUP_FRAMES, 2), np.int64)
-        entries = Entries()
+        entries = Entries.of_thread()
         reader = images.reader() if images is not None else nullcontext(None)
         with reader as image_of:
             measure = _measurer(
@@ -115,26 +129,21 @@ def measure_cpu(
                 return runs.record(streams, present, n, frame_shape, spans, rows)
 
             failure = run_groups(
-                payloads,
-                lo,
-                hi,
-                cap,
-                frame_shape,
-                results,
-                consume,
-                group=1,
-                finish=measure,
+                payloads, groups, cap, frame_shape, results, consume, finish=measure
             )
         return failure, entries.table()
 
     with plan.source.reading() as index:
         payloads = CallPayloads(plan, index)
-        done = run_tasks(task, task_ranges(plan.n_jobs, nrows * ncols))
+        done = run_parallel(task, plan.n_jobs, nrows * ncols, most=1)
     raise_failure(plan, [failure for failure, _ in done])
     plan.warn_versions(results)
     stats = np.concatenate([table[0] for _, table in done])
     fstats = np.concatenate([table[1] for _, table in done])
-    return stats, fstats
+    # Threads claimed frames in turn: put the entries back in job order (each
+    # frame's entries are together and sorted by label already).
+    order = np.argsort(stats[:, ok.S_FRAME], kind="stable")
+    return stats[order], fstats[order]
 
 
 def _measurer(
@@ -161,7 +170,9 @@ def _measurer(
         images = padding
         if image_of is not None:
             frames = [
-                _readonly(image_for_kernel(image_of(int(image_index[g + i])), frame_shape))
+                _readonly(
+                    image_for_kernel(image_of(int(image_index[g + i])), frame_shape)
+                )
                 for i in range(n)
             ]
             if frames and frames[0].dtype != padding[0].dtype:
@@ -194,5 +205,3 @@ def _measurer(
             entries.grow(-int(end))
 
     return finish
-
-

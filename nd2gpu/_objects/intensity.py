@@ -41,8 +41,11 @@ class Images:
         """Whether the array lives on a GPU (``__cuda_array_interface__``)."""
         return self.array is not None and _is_device_array(self.array)
 
-    def index(self, position: int, seq: int) -> int:
-        return position if (self.array is not None and self.by_position) else seq
+    def index(self, positions: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+        """Each frame's index in the images: its position in ``frames`` or its
+        sequence index."""
+        by_position = self.array is not None and self.by_position
+        return np.asarray(positions if by_position else seqs, np.int64)
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Callable[[int], np.ndarray]]:

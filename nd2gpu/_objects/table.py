@@ -28,7 +28,7 @@ from .intensity import check_images
 
 def regionprops_table(
     layers: Sequence[tuple[int, LayerRef]],
-    seqs: Sequence[int],
+    seqs: Sequence[int] | np.ndarray,
     *,
     single: bool = False,
     properties: str | Sequence[str] = DEFAULT_PROPERTIES,
@@ -65,8 +65,8 @@ def regionprops_table(
     props = check_properties(properties)
     named_axes = [a for a in axes if a]
     names = table_columns(props, layer_column, named_axes)
-    seqs = [int(s) for s in seqs]
-    if len(set(seqs)) != len(seqs):
+    asked = np.asarray(seqs, np.int64).reshape(-1)
+    if np.unique(asked).shape[0] != asked.shape[0]:
         raise ValueError("frames must not repeat a frame (rows are keyed by frame)")
     want_values = any(p in INTENSITY_PROPERTIES for p in props)
     if want_values and intensity is None:
@@ -78,24 +78,19 @@ def regionprops_table(
     images = (
         None
         if intensity is None or not layers
-        else check_images(intensity, refs, len(seqs), single)
+        else check_images(intensity, refs, asked.shape[0], single)
     )
     dev = resolve_device(device)
     use = images if want_values else None
-    order = np.array(sorted(range(len(seqs)), key=seqs.__getitem__), np.int64)
-    sorted_seqs = np.asarray(seqs, np.int64)[order] if seqs else np.empty(0, np.int64)
+    order = np.argsort(asked, kind="stable")
+    sorted_seqs = asked[order]
     image_index = (
-        np.empty(0, np.int64)
-        if use is None
-        else np.array(
-            [use.index(int(p), int(s)) for p, s in zip(order, sorted_seqs, strict=True)],
-            np.int64,
-        )
+        np.empty(0, np.int64) if use is None else use.index(order, sorted_seqs)
     )
     parts = []
     xp: ModuleType = np
     for layer_index, ref in layers:
-        if ref.frame_shape == (0, 0) or not seqs:
+        if ref.frame_shape == (0, 0) or not asked.shape[0]:
             continue  # no frame of the layer has a mask
         plan = DecodePlan.of([ref], 0, sorted_seqs)
         if dev == "cuda":

@@ -22,9 +22,8 @@ runs with a host stand-in in the benchmarks and tests.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, wait
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,10 +32,16 @@ from ..._decode.front import Streams, run_groups
 from ..._decode.inflate import inflate_cap
 from ..._decode.payloads import CallPayloads
 from ..._decode.plan import DecodePlan
-from ..._decode.pool import thread_pool, worker_count
+from ..._decode.pool import Tasks
 from ..._decode.runs import new_results, thread_run_list
-from ..._decode.schedule import raise_failure
-from ..._errors import DecodeError
+from ..._decode.schedule import (
+    Failure,
+    Groups,
+    group_size,
+    raise_failure,
+    start,
+    threads_for,
+)
 from ...kernels._batch_layout import (
     ENTRY_BYTES,
     ENTRY_FIELDS,
@@ -189,7 +194,9 @@ class BatchPipeline:
         self.device = device
         self.shape = frame_shape
         self.group_hook = group_hook
-        self.ring: list[StagedBatch | None] = ring if ring is not None else [None] * RING
+        self.ring: list[StagedBatch | None] = (
+            ring if ring is not None else [None] * RING
+        )
         self.runs_per_frame = 0
         self.stats = PipelineStats()
 
@@ -251,32 +258,29 @@ class BatchPipeline:
         nrows, ncols = self.shape
         cap = inflate_cap(nrows, ncols)
         results = new_results(plan.n_jobs)
-        pool = thread_pool()
-        workers = worker_count()
         bounds = batch_bounds(plan.n_jobs)
-        failures: list[tuple[int, DecodeError] | None] = []
-        in_flight: dict[int, list[Future[tuple[int, DecodeError] | None]]] = {}
+        failures: list[Failure | None] = []
+        in_flight: dict[int, Tasks[Failure | None] | list[Failure | None]] = {}
+
+        def finished(b: int) -> list[Failure | None]:
+            tasks = in_flight.pop(b, [])
+            return tasks if isinstance(tasks, list) else tasks.wait()
 
         with plan.source.reading() as index:
             payloads = CallPayloads(plan, index)
 
-            def stage(
-                batch: StagedBatch, first: int, lo: int, hi: int
-            ) -> tuple[int, DecodeError] | None:
-                return self._stage_range(
-                    payloads, batch, first, lo, hi, cap, bases, results
-                )
-
             def submit(b: int) -> None:
                 lo, hi = bounds[b]
                 batch = self._slot(b % len(self.ring), hi - lo)
-                n_tasks = max(1, min(hi - lo, workers))
-                cuts = [lo + (hi - lo) * i // n_tasks for i in range(n_tasks + 1)]
-                in_flight[b] = [
-                    pool.submit(stage, batch, lo, a, c)
-                    for a, c in zip(cuts[:-1], cuts[1:], strict=True)
-                    if c > a
-                ]
+                n_threads = threads_for(hi - lo, nrows * ncols)
+                groups = Groups(lo, hi, group_size(hi - lo, n_threads))
+
+                def stage(groups: Groups) -> Failure | None:
+                    return self._stage_groups(
+                        payloads, batch, lo, groups, cap, bases, results
+                    )
+
+                in_flight[b] = start(stage, groups, n_threads)
 
             try:
                 for b in range(min(len(self.ring) - 1, len(bounds))):
@@ -285,9 +289,7 @@ class BatchPipeline:
                     ahead = b + len(self.ring) - 1
                     if ahead < len(bounds) and not any(failures):
                         submit(ahead)
-                    futures = in_flight.pop(b, [])
-                    wait(futures)
-                    failures += [f.result() for f in futures]
+                    failures += finished(b)
                     if any(failures):
                         continue
                     k = b % len(self.ring)
@@ -300,25 +302,24 @@ class BatchPipeline:
                     self.stats.bytes_copied += batch.used_bytes
             finally:
                 # No task may read the file after it is released (on an error).
-                for futures in in_flight.values():
-                    wait(futures)
+                for b in list(in_flight):
+                    finished(b)
                 self.device.finish()
         raise_failure(plan, failures)
         plan.warn_versions(results)
 
-    def _stage_range(
+    def _stage_groups(
         self,
         payloads: CallPayloads,
         batch: StagedBatch,
         first: int,
-        lo: int,
-        hi: int,
+        groups: Groups,
         cap: int,
         bases: np.ndarray,
         results: np.ndarray,
-    ) -> tuple[int, DecodeError] | None:
+    ) -> Failure | None:
         """A decode thread's part of a batch (whose first job is ``first``):
-        jobs ``lo:hi``."""
+        the groups it claims."""
         nrows, ncols = self.shape
         runs = thread_run_list()
         spans = np.zeros((GROUP_FRAMES, 2), np.int64)
@@ -360,6 +361,5 @@ class BatchPipeline:
                     batch.spilled.append((r0, entries))
 
         return run_groups(
-            payloads, lo, hi, cap, self.shape, results, record, finish=put
+            payloads, groups, cap, self.shape, results, record, finish=put
         )
-

@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 
 from ...kernels import _expand_cuda
-from ...kernels._batch_layout import ENTRY_BYTES, ENTRY_FIELDS, FRAME_BYTES, FRAME_FIELDS
+from ...kernels._batch_layout import (
+    ENTRY_BYTES,
+    ENTRY_FIELDS,
+    FRAME_BYTES,
+    FRAME_FIELDS,
+)
 from .arrays import SimulatedDeviceArray, cupy_module, numba_cuda
 from .batches import RING, StagedBatch
 from .probe import probe
@@ -119,7 +124,9 @@ class CudaDevice:
             if n_tiles == 0:
                 return
             table = batch.max_frames * FRAME_BYTES
-            frames = d_buf[:table].view(np.int64).reshape(batch.max_frames, FRAME_FIELDS)
+            frames = (
+                d_buf[:table].view(np.int64).reshape(batch.max_frames, FRAME_FIELDS)
+            )
             entries = (
                 d_buf[table : table + batch.capacity * ENTRY_BYTES]
                 .view(np.uint32)

@@ -24,7 +24,6 @@ from ..._decode.plan import DecodePlan
 from ...kernels import _objects_cuda as oc
 from ...kernels._batch_layout import F_BASE
 from ...kernels._cuda_registry import check_arguments, current_device_shape
-from ...kernels._objects_kernels import scaled_sums_group
 from ...kernels._objects_kernels import (
     F_MAX,
     F_MIN,
@@ -42,6 +41,7 @@ from ...kernels._objects_kernels import (
     S_SUM_COL,
     S_SUM_ROW,
     STAT_FIELDS,
+    scaled_sums_group,
 )
 from ...kernels._objects_plan import batch_run_table, plan_pieces, plan_rows
 from .arrays import SimulatedDeviceArray, cupy_module, numba_cuda
@@ -53,7 +53,15 @@ __all__ = ["ImageSource", "array_module", "as_device", "measure_cuda"]
 #: Image dtypes the intensity kernel is not compiled for, and what they become.
 _CONVERT = {"bool": "uint8", "float16": "float32"}
 #: Where each field of ``_combine_rows``'s integer output goes in an entry.
-_GEO_TO_STAT = (S_AREA, S_SUM_ROW, S_SUM_COL, S_MIN_ROW, S_MAX_ROW, S_MIN_COL, S_MAX_COL)
+_GEO_TO_STAT = (
+    S_AREA,
+    S_SUM_ROW,
+    S_SUM_COL,
+    S_MIN_ROW,
+    S_MAX_ROW,
+    S_MIN_COL,
+    S_MAX_COL,
+)
 
 
 @dataclass(frozen=True)
@@ -230,7 +238,15 @@ class ObjectsDevice:
             oc.GEOMETRY_SIGNATURE,
             launch,
             stream,
-            (d_starts, d_lengths, d_piece_lo, d_piece_base, ncols, np.int64(n_pieces), part_geo),
+            (
+                d_starts,
+                d_lengths,
+                d_piece_lo,
+                d_piece_base,
+                ncols,
+                np.int64(n_pieces),
+                part_geo,
+            ),
         )
         jobs = frames[:, F_BASE][row_frame]
         xp = _xp()
@@ -245,11 +261,15 @@ class ObjectsDevice:
             else:
                 if images.host_frames is None:
                     raise ValueError("an ImageSource needs device_array or host_frames")
-                host = _kernel_dtype(images.host_frames(self._image_index[frame_jobs].tolist()))
+                host = _kernel_dtype(
+                    images.host_frames(self._image_index[frame_jobs].tolist())
+                )
                 stack = xp.asarray(host)
                 keep.append(stack)
                 piece_image = piece_frame
-            part_val = cuda.device_array((n_pieces, oc.VAL_FIELDS), np.float64, stream=stream)
+            part_val = cuda.device_array(
+                (n_pieces, oc.VAL_FIELDS), np.float64, stream=stream
+            )
             keep.append(part_val)
             _launch(
                 oc.intensity_kernel(stack.dtype.name),
@@ -355,8 +375,15 @@ def _keep_scaled_sums(spacing: np.ndarray, ncols: int) -> Any:
         statuses: np.ndarray,
     ) -> None:
         frames, labels, sums = scaled_sums_group(
-            runs.rows, runs.cols, runs.lengths, runs.values, spans, n, statuses,
-            ncols, spacing,
+            runs.rows,
+            runs.cols,
+            runs.lengths,
+            runs.values,
+            spans,
+            n,
+            statuses,
+            ncols,
+            spacing,
         )
         with batch.lock:
             batch.extras.append((row, frames + row, labels, sums))
