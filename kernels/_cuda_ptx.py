@@ -271,8 +271,9 @@ def compile_ptx(entry: KernelEntry, cc: tuple[int, int]) -> str:
 
 def narrowed_integers(pyfunc: Any, argtypes: Sequence[Any]) -> list[str]:
     """Where the typed IR of a kernel (and of the device functions it calls)
-    narrows a 64-bit integer: a cast to a narrower integer type, or a store of a
-    wider integer into a narrower integer array.
+    narrows a 64-bit integer: a cast of one to a narrower integer type, or a
+    store of one into a narrower integer array. (Values that were 32-bit or less
+    to begin with, such as a staged run's value, may be narrowed further.)
 
     numba computes integer arithmetic in 64 bits, and CUDA's 32-bit hardware
     values (thread and block indices, barrier counts) are small; an offset
@@ -318,14 +319,14 @@ def narrowed_integers(pyfunc: Any, argtypes: Sequence[Any]) -> list[str]:
                     widest = max(
                         (width(typemap.get(a.name)) for a in expr.args), default=0
                     )
-                    if widest > width(result) or isinstance(callee, types.NumberClass):
+                    if widest == 64:
                         target_name = stmt.target.name
                         found.append(f"{where}: {target_name} = {expr} is {result}")
                 elif isinstance(stmt, (ir.SetItem, ir.StaticSetItem)):
                     array = typemap.get(stmt.target.name)
                     value = typemap.get(stmt.value.name)
                     dtype = getattr(array, "dtype", None)
-                    if 0 < width(dtype) < width(value):
+                    if 0 < width(dtype) < width(value) == 64:
                         found.append(f"{where}: {value} stored into {array}")
     return found
 

@@ -26,6 +26,7 @@ import functools
 import operator
 from typing import Any, NamedTuple
 
+import numpy as np
 from numba import cuda, types
 
 from ._batch_layout import (
@@ -180,7 +181,8 @@ def _expand(out, frames, entries, n_frames, n_tiles, items, window):
                     r = r0 + i
                     first = win[i]
                 e = run_lo + r
-                out[base + entries[e, E_OFFSET] + (p - first)] = entries[e, E_VALUE]
+                value = np.uint16(entries[e, E_VALUE])
+                out[base + entries[e, E_OFFSET] + (p - first)] = value
         cuda.syncthreads()
 
 

@@ -38,10 +38,11 @@ from fuzz_payload_oracle import SMALL_FRAME_PIXELS, WILD_WORDS, check_payload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nd2_surgery import chunks, rewrite
+from nd2gpu.kernels._parse_kernels import GROUP_FRAMES, R_PIXELS
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu._decode import frame as _frame_decode
+from nd2gpu._decode.runs import RunList, new_results
 from nd2gpu._format.container import BINARY_METADATA_CHUNK
 from nd2gpu._format.mask_encode import encode_label_frame, encode_mask_chunk
 from nd2gpu._limits import MAX_FRAME_PIXELS
@@ -232,10 +233,15 @@ def test_longest_row_accepted_decodes_exactly() -> None:
     assert np.count_nonzero(got[0, -(1 << 16) :]) == 5
     # A run over the whole row: its length is the largest the run table holds.
     words = stream_words(1, n, [(7, [(0, [(0, n)])])])
-    header, inflated = _frame_decode.inflate_frame(payload(words))
-    buffers = _frame_decode.RunBuffers(4)
-    assert _frame_decode.parse_runs(inflated, header, buffers) == (1, n)
-    assert buffers.lengths[0] == n and buffers.starts[0] == 0
+    stream = np.frombuffer(zlib.decompress(payload(words)), np.uint8)
+    runs = RunList()
+    spans = np.zeros((1, 2), np.int64)
+    results = new_results(1)
+    streams = (stream,) + (stream[:0],) * (GROUP_FRAMES - 1)
+    present = np.ones(GROUP_FRAMES, np.uint8)
+    assert runs.record(streams, present, 1, (1, n), spans, results) == 1
+    assert tuple(spans[0]) == (0, 1) and results[0, R_PIXELS] == n
+    assert runs.lengths[0] == n and runs.cols[0] == 0 and runs.values[0] == 7
 
 
 def test_frame_of_2_to_31_pixels_is_refused_not_misdecoded() -> None:

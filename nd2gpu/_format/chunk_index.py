@@ -255,12 +255,16 @@ class ChunkIndex:
             their map, in one pass; other sources read the chunk headers in one
             coalesced request.
         """
-        offsets = np.array([self.offsets.get(name, -1) for name in names], np.int64)
-        out = np.full((len(names), 2), -1, np.int64)
-        listed = np.flatnonzero(
-            (offsets >= 0) & (offsets <= self.size - CHUNK_HEADER.size)
+        last = self.size - CHUNK_HEADER.size  # the last offset a header fits at
+        found = (self.offsets.get(name) for name in names)
+        offsets = np.fromiter(
+            (-1 if o is None else o if o <= last else -2 for o in found),
+            np.int64,
+            len(names),
         )
-        out[(offsets >= 0) & (offsets > self.size - CHUNK_HEADER.size)] = -2
+        out = np.full((len(names), 2), -1, np.int64)
+        out[offsets == -2] = -2
+        listed = np.flatnonzero(offsets >= 0)
         if not listed.size:
             return out
         where = offsets[listed]
