@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        path, labels, stats = build(
+        path, _, stats = build(
             Path(tmp), args.workload, args.frames, (args.size, args.size)
         )
         report.update(stats)

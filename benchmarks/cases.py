@@ -43,7 +43,9 @@ def _batches(n: int, batch: int) -> list[np.ndarray]:
     ]
 
 
-def make_case(name: str, path: Path, batch: int = 16) -> tuple[Callable[[], object], int]:
+def make_case(
+    name: str, path: Path, batch: int = 16
+) -> tuple[Callable[[], object], int]:
     """``run`` and its frames for case ``name`` on the file at ``path`` (kept open
     for as long as ``run`` lives: a closed file's layers reopen it per call)."""
     f = _open_files.setdefault(path, nd2gpu.ND2File(path))
@@ -80,14 +82,15 @@ def make_case(name: str, path: Path, batch: int = 16) -> tuple[Callable[[], obje
     raise ValueError(f"unknown case {name!r}; cases: {', '.join(CASES)}")
 
 
-def make_floor(name: str, path: Path, batch: int = 16) -> tuple[Callable[[], object], int]:
+def make_floor(
+    name: str, path: Path, batch: int = 16
+) -> tuple[Callable[[], object], int]:
     """The floor of case ``name``: the same payloads inflated in the same number
     of threads (from memory), plus the output written where the case writes
     dense frames."""
     data = payloads(path)
     with nd2gpu.ND2File(path) as f:
         shape = f.binary_data[0].frame_shape
-        n_layers = len(f.binary_data)
     pool = ThreadPoolExecutor(worker_count())
     decompress = _inflate.INFLATER.decompress
     if name == "asarray":
@@ -101,7 +104,7 @@ def make_floor(name: str, path: Path, batch: int = 16) -> tuple[Callable[[], obj
 
             list(pool.map(one, range(len(data))))
 
-        return dense, len(data) if n_layers == 1 else len(data)
+        return dense, len(data)
     if name == "loader":
         batches = _batches(len(data), batch)
         buf = np.empty((batch, *shape), np.uint16)

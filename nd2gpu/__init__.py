@@ -22,6 +22,7 @@ from ._errors import DecodeError, DeviceUnavailableError
 from ._layers import BinaryLayer, BinaryLayers
 from ._nd2file import ND2File
 from ._regionprops_dask import regionprops_dask
+from ._write.export import export
 from ._write.nd2_writer import write_nd2
 
 try:
@@ -38,6 +39,7 @@ __all__ = [
     "ND2File",
     "__version__",
     "decode_binary_mask",
+    "export",
     "imread",
     "is_legacy",
     "is_supported_file",

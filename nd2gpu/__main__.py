@@ -1,5 +1,5 @@
 """``python -m nd2gpu``: the ``nd2gpu`` command line."""
 
-from nd2gpu.cli import main
+from nd2gpu.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

@@ -182,3 +182,41 @@ def test_gpu_libraries_stay_in_the_cuda_back_end(banned):
         if imports and not _allowed_gpu_importer(module):
             offenders.append(module)
     assert offenders == []
+
+
+def _third_party_importers(name: str) -> set[str]:
+    return {
+        module
+        for module, path in module_files().items()
+        if any(
+            n == name or n.startswith(name + ".") for n in imported_names(module, path)
+        )
+    }
+
+
+def test_napari_is_imported_by_the_plugin_only():
+    # nd2gpu/napari/ is the plugin; the library never imports napari (nor the
+    # plugin), so that it installs and runs without napari.
+    assert {m for m in _third_party_importers("napari") if "napari" not in m} == set()
+    graph = import_graph()
+    importers = {
+        module
+        for module, imports in graph.items()
+        if not module.startswith("nd2gpu.napari")
+        and any(n.startswith("nd2gpu.napari") for n in imports)
+    }
+    assert importers == set()
+
+
+def test_the_plugin_uses_the_public_api_only():
+    # The plugin sits on the façade: ``nd2gpu`` and its public names, nothing
+    # private (no ``nd2gpu._...`` module).
+    for module, imports in import_graph().items():
+        if module.startswith("nd2gpu.napari"):
+            private = sorted(
+                n for n in imports if n.startswith("nd2gpu._") or ".._" in n
+            )
+            assert private == [], module
+    reader = module_files()["nd2gpu.napari._reader"]
+    names = set(imported_names("nd2gpu.napari._reader", reader))
+    assert {n for n in names if n.startswith("nd2gpu")} == {"nd2gpu"}

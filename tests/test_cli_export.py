@@ -20,8 +20,8 @@ from ome_zarr_models.v05.labels import Labels
 
 import nd2gpu
 from nd2gpu import _dask as dask_module
+from nd2gpu import export
 from nd2gpu._write import ome_tiff
-from nd2gpu._write.export import export_labels
 from nd2gpu._write.outputs import OutputRefusedError, check_output
 from nd2gpu.cli import sample_path
 
@@ -142,9 +142,9 @@ def test_library_refuses_too(mydata, tmp_path):
     path, digest = mydata
     for out in (path, tmp_path / "x.nd2", _symlink(path, tmp_path)):
         with pytest.raises(OutputRefusedError):
-            export_labels(path, out, fmt="tiff", overwrite=True)
+            export(path, out, format="tiff", overwrite=True)
     with pytest.raises(OutputRefusedError, match="holds the input"):
-        export_labels(path, tmp_path, fmt="zarr", overwrite=True)
+        export(path, tmp_path, format="zarr", overwrite=True)
     assert sha256(path) == digest
     other = tmp_path / "y.tif"  # an ND2 file under another name
     shutil.copyfile(path, other)
@@ -315,10 +315,14 @@ def test_zarr_labels_only(make_nd2, tmp_path, capsys):
     full_labels = zarr.open_group(full, mode="r")["labels"]
     assert labels.attributes.ome.labels == list(full_labels.attrs["ome"]["labels"])
     for name in labels.attributes.ome.labels:
-        # The same metadata and values as the labels nd2 writes with the image.
-        assert ImageLabel.from_zarr(root[name]).attributes == (
-            ImageLabel.from_zarr(full_labels[name]).attributes
-        )
+        # The same metadata and values as the labels nd2 writes with the image,
+        # but for the link to an image, which there is not.
+        alone = ImageLabel.from_zarr(root[name]).attributes.ome
+        with_image = ImageLabel.from_zarr(full_labels[name]).attributes.ome
+        assert alone.multiscales == with_image.multiscales
+        assert alone.image_label.colors == with_image.image_label.colors
+        assert alone.image_label.source is None
+        assert with_image.image_label.source.image == "../../"
         np.testing.assert_array_equal(root[name]["0"][...], full_labels[name]["0"][...])
 
 

@@ -1,29 +1,30 @@
-"""Write the binary layers of an ND2 file as OME-Zarr or OME-TIFF.
+"""Write the binary layers of an ND2 file as OME-Zarr or OME-TIFF: ``nd2gpu.export``.
 
-`export_labels` is the entry point (the ``nd2gpu export`` command calls it). It
-checks the output first (`check_output`: never an input, never an ND2 file),
-then writes under a temporary name beside the output and moves the result into
-place only when it is complete:
+`export` is the entry point (the ``nd2gpu export`` command calls it). It checks
+the output first (`check_output`: never an input, never an ND2 file), then
+writes under a temporary name beside the output and moves the result into
+place only when it is complete (`atomic`); an error or an interrupt leaves
+nothing behind:
 
 - OME-Zarr (``ome_zarr``): nd2's own writer, the image with the layers as
-  labels (NGFF 0.5), or the labels alone;
+  labels (NGFF 0.5) in the layers' NIS colours, or the labels alone;
 - OME-TIFF (``ome_tiff``): all layers in one series (a channel each), or one
   file per layer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .._device import DeviceRequest
 from .._layers import BinaryLayer
 from .._nd2file import ND2File
-from .atomic import staged_path
-from .layer_frames import DEFAULT_BATCH_FRAMES, ProgressFactory, progress_bar
+from .._sources import source_spec
+from .atomic import staged_path, staged_paths
+from .layer_frames import DEFAULT_BATCH_FRAMES, ProgressCallback, progress_counter
 from .ome_tiff import TIFF_SUFFIXES, split_paths, tiff_series, write_ome_tiff
 from .ome_zarr import Chunks, ExportFile, export_ome_zarr
 from .outputs import OutputRefusedError, check_output
@@ -56,65 +57,83 @@ def export_format(out: str | os.PathLike[str], fmt: str | None = None) -> Format
     )
 
 
-def export_labels(
-    path: str | os.PathLike[str],
+def export(
+    source: str | os.PathLike[str] | Any,
     out: str | os.PathLike[str],
     *,
-    fmt: str | None = None,
-    batch_frames: int = DEFAULT_BATCH_FRAMES,
-    device: DeviceRequest | None = "cpu",
+    format: str | None = None,
     overwrite: bool = False,
     position: int | None = None,
     chunks: Chunks = "auto",
     labels_only: bool = False,
+    properties: bool = False,
     split: bool = False,
-    progress: ProgressFactory | None = None,
-    note: Callable[[str], None] | None = None,
+    device: DeviceRequest | None = None,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
+    progress: ProgressCallback | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> str:
-    """Write every binary layer of ``path`` that has a mask to ``out``.
+    """Write every binary layer of ``source`` that has a mask to ``out``.
+
+    OME-Zarr (NGFF 0.5, written by nd2's own writer): the image with the
+    layers as label images, each label value in its layer's NIS-Elements
+    colour, linked to the image; or the labels alone. OME-TIFF: the layers as
+    the channels of one series per XY position, or one file per layer. Frames
+    are decoded ``batch_frames`` at a time and written before the next batch,
+    so memory stays bounded whatever the file's size. ``out`` is written under
+    a temporary name beside it and moved into place when complete: an error,
+    Ctrl-C or SIGTERM leaves no partial output and an existing ``out`` as it
+    was. Layers without a mask in any frame are left out, with a warning.
 
     Parameters
     ----------
-    path : path-like
-        The ND2 file.
-    out : path-like
+    source : str, os.PathLike, URL or binary file object
+        The ND2 file: anything ``nd2gpu.ND2File`` opens.
+    out : str or os.PathLike
         The output: OME-Zarr when it ends in ``.zarr``, OME-TIFF when it ends in
-        ``.ome.tif``, ``.ome.tiff``, ``.tif`` or ``.tiff`` (unless ``fmt`` says).
-    fmt : {"zarr", "tiff"}, optional
+        ``.ome.tif``, ``.ome.tiff``, ``.tif`` or ``.tiff`` (unless ``format``
+        says).
+    format : {"zarr", "tiff"}, optional
         The format; None tells it from the name of ``out``.
-    batch_frames : int
-        Frames decoded at a time.
-    device : {"auto", "cpu", "cuda"}
-        Where to decode.
     overwrite : bool
         Replace ``out`` if it exists (an earlier export; never an input or an
-        ND2 file, see `check_output`).
+        ND2 file: see docs/cli.md).
     position : int, optional
         Only this XY position (index along the P loop).
     chunks : "auto" or (Y, X)
         OME-Zarr: nd2's automatic chunks, or ``Y x X`` pixels of one plane.
     labels_only : bool
         OME-Zarr: the labels alone (a standalone labels group), not the image.
+    properties : bool
+        OME-Zarr: carry each layer's object table in its label image's
+        ``image-label`` properties (per label value, a list per column with an
+        element per frame: ``frame``, the loop coordinates ``T``, ``P``, ``Z``
+        ..., ``area``, ``centroid-0``, ``centroid-1``).
     split : bool
         OME-TIFF: one file per layer (``STEM_NAME.ome.tif``) instead of one
         file with a channel per layer.
+    device : {"cpu", "cuda", "auto"}, optional
+        Where to decode; None: the CPU.
+    batch_frames : int
+        Frames decoded at a time.
     progress : callable, optional
-        Called with the total number of planes to write; returns the display
-        updated as they are written. None: no progress.
-    note : callable, optional
-        Called with a line about each layer left out (no mask in any frame).
+        Called with ``(done, total)``, in planes, as the export goes (from
+        worker threads too): ``(0, total)`` first, ``(total, total)`` last.
+    storage_options : dict, optional
+        fsspec's options for a URL ``source``.
 
     Returns
     -------
     str
-        What was written (format and images), for a summary line.
+        What was written (format, images, labels), as ``nd2gpu export`` prints
+        it.
 
     Raises
     ------
     OutputRefusedError
         ``out`` may never be written: it ends in ``.nd2``, is (a link to) the
         input, holds the input, is an ND2 file, or is a directory that is not
-        a Zarr store.
+        a Zarr store. A ``ValueError``.
     FileExistsError
         ``out`` exists (without ``overwrite``).
     FileNotFoundError
@@ -122,21 +141,31 @@ def export_labels(
     ValueError
         Options that do not fit the format or the file, a file without binary
         layers or without any mask, or loops that do not fit the format.
+
+    Examples
+    --------
+    >>> nd2gpu.export("cells.nd2", "cells.zarr", overwrite=True)  # doctest: +SKIP
+    'OME-Zarr (NGFF 0.5) image with labels label_0_cells, label_1_nuclei'
     """
     out = Path(out)
-    path = Path(path)
-    kind = export_format(out, fmt)
-    if kind == "tiff" and (labels_only or chunks != "auto"):
-        raise ValueError("labels only and chunks apply to OME-Zarr exports only")
+    kind = export_format(out, format)
+    if kind == "tiff" and (labels_only or properties or chunks != "auto"):
+        raise ValueError(
+            "labels only, properties and chunks apply to OME-Zarr exports only"
+        )
     if kind == "zarr" and split:
         raise ValueError("split applies to OME-TIFF exports only")
+    spec = source_spec(source, storage_options)
+    local = [Path(spec.target)] if spec.kind == "local" else []
+    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else spec.name
     # With split, OUT only names the files written beside it.
-    check_output(path, out, overwrite=overwrite or split, tree=kind == "zarr")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a directory, not an ND2 file")
+    check_output(local, out, overwrite=overwrite or split, tree=kind == "zarr")
+    if local and local[0].is_dir():
+        raise IsADirectoryError(f"{local[0]}: is a directory, not an ND2 file")
+    options = {} if storage_options is None else {"storage_options": storage_options}
     opener = ExportFile if kind == "zarr" else ND2File
-    with opener(path, device=device) as f:
-        layers = _layers_with_masks(f, path, note)
+    with opener(source, device=device, **options) as f:
+        layers = _layers_with_masks(f, name)
         if kind == "zarr":
             assert isinstance(f, ExportFile)
             with staged_path(out.absolute(), keep_name=True) as tmp:
@@ -149,32 +178,35 @@ def export_labels(
                     chunks=chunks,
                     position=position,
                     labels_only=labels_only,
+                    properties=properties,
                     progress=progress,
                 )
         return _export_tiff(
-            f, layers, out, path, overwrite, split, position, device, batch_frames,
+            f, layers, out, local, overwrite, split, position, device, batch_frames,
             progress,
         )  # fmt: skip
 
 
-def _layers_with_masks(
-    f: ND2File, path: Path, note: Callable[[str], None] | None
-) -> list[BinaryLayer]:
+def _layers_with_masks(f: ND2File, name: str) -> list[BinaryLayer]:
     all_layers = (
         f.layers()
         if isinstance(f, ExportFile)
         else [layer for layer in f.binary_data or ()]
     )
     if not all_layers:
-        raise ValueError(f"{path}: the file has no binary layers")
+        raise ValueError(f"{name}: the file has no binary layers")
     layers = []
     for layer in all_layers:
         if layer.frame_shape != (0, 0):
             layers.append(layer)
-        elif note is not None:
-            note(f"layer {layer.name!r} has no mask in any frame; not exported")
+        else:
+            warnings.warn(
+                f"layer {layer.name!r} has no mask in any frame; not exported",
+                UserWarning,
+                stacklevel=3,
+            )
     if not layers:
-        raise ValueError(f"{path}: no binary layer has a mask in any frame")
+        raise ValueError(f"{name}: no binary layer has a mask in any frame")
     return layers
 
 
@@ -182,25 +214,27 @@ def _export_tiff(
     f: ND2File,
     layers: list[BinaryLayer],
     out: Path,
-    path: Path,
+    inputs: list[Path],
     overwrite: bool,
     split: bool,
     position: int | None,
     device: DeviceRequest | None,
     batch_frames: int,
-    progress: ProgressFactory | None,
+    progress: ProgressCallback | None,
 ) -> str:
     files = tiff_series(f, layers, split=split, position=position)
     targets = split_paths(out, layers) if split else [out]
     if split:
         for target in targets:
-            check_output(path, target, overwrite=overwrite)
+            check_output(inputs, target, overwrite=overwrite)
     total = sum(len(s.frames) * len(s.layers) for series in files for s in series)
-    with progress_bar(progress, total) as done, contextlib.ExitStack() as stack:
-        for target, series in zip(targets, files, strict=True):
-            tmp = stack.enter_context(staged_path(target.absolute()))
+    with (
+        progress_counter(progress, total) as tick,
+        staged_paths([t.absolute() for t in targets]) as tmps,
+    ):
+        for tmp, series in zip(tmps, files, strict=True):
             write_ome_tiff(
-                f, series, tmp, device=device, batch_frames=batch_frames, done=done
+                f, series, tmp, device=device, batch_frames=batch_frames, done=tick
             )
     names = ", ".join(s.name for s in files[0])
     if split:
@@ -213,6 +247,6 @@ __all__ = [
     "ZARR_SUFFIXES",
     "OutputRefusedError",
     "check_output",
+    "export",
     "export_format",
-    "export_labels",
 ]

@@ -1,11 +1,14 @@
 """What the exporters (and the CLI) read off a file: loop letters, colours, frames.
 
-Also the progress protocol the exporters report through.
+Also how progress is reported: exporters call ``progress(done, total)``
+(`progress_counter`); ``info`` draws a bar (`progress_bar`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
@@ -13,11 +16,10 @@ import nd2
 import numpy as np
 
 from .._device import DeviceRequest, to_numpy
+from .._format.loops import LOOP_AXES
 from .._layers import BinaryLayer
 
 DEFAULT_BATCH_FRAMES = 32
-#: nd2's loop types -> the letters of ``nd2.ND2File.sizes``.
-LOOP_LETTERS = {"TimeLoop": "T", "NETimeLoop": "T", "XYPosLoop": "P", "ZStackLoop": "Z"}
 
 
 class Progress(Protocol):
@@ -30,6 +32,33 @@ class Progress(Protocol):
 
 #: Makes the progress display of a task, given its total number of units.
 ProgressFactory = Callable[[int], Progress]
+#: Told ``(done, total)`` as an export goes: units done so far, and in all.
+ProgressCallback = Callable[[int, int], object]
+
+
+@contextlib.contextmanager
+def progress_counter(
+    progress: ProgressCallback | None, total: int
+) -> Iterator[Callable[[int], None]]:
+    """A ``tick(n)``, safe to call from any thread, that reports to ``progress``.
+
+    ``progress(0, total)`` is called first, then ``progress(done, total)``
+    after each tick of ``n > 0`` more units.
+    """
+    lock = threading.Lock()
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        if progress is None or not n:
+            return
+        with lock:
+            done += n
+            progress(done, total)
+
+    if progress is not None:
+        progress(0, total)
+    yield tick
 
 
 @contextlib.contextmanager
@@ -47,7 +76,20 @@ def progress_bar(
 
 def axis_letters(f: nd2.ND2File) -> list[str]:
     """The letter of each loop of ``f`` (T, P, Z; U for others), outermost first."""
-    return [LOOP_LETTERS.get(loop.type, "U") for loop in f.experiment]
+    return [LOOP_AXES.get(loop.type, "U") for loop in f.experiment]
+
+
+def position_frames(
+    coordinate_shape: Sequence[int], letters: Sequence[str], position: int | None
+) -> np.ndarray:
+    """The sequence indices of one XY position's frames, in order.
+
+    Every frame when ``position`` is None or there is no P loop.
+    """
+    frames = np.arange(math.prod(coordinate_shape)).reshape(tuple(coordinate_shape))
+    if position is None or "P" not in letters:
+        return frames.ravel()
+    return frames.take(position, axis=list(letters).index("P")).ravel()
 
 
 def rgb_hex(color: int | None) -> str | None:

@@ -27,7 +27,7 @@ import numpy as np
 from .._device import DeviceRequest
 from .._layers import BinaryLayer
 from .._nd2file import ND2File
-from .layer_frames import axis_letters, host_frames
+from .layer_frames import axis_letters, host_frames, position_frames
 
 #: Stay clear of the 4 GiB limit of classic TIFF (offsets, OME-XML, IFDs).
 BIGTIFF_ABOVE = 2**32 - 2**28
@@ -97,7 +97,6 @@ def tiff_series(
             f"the loops {', '.join(letters)} do not fit OME-TIFF axes "
             "(at most one time, one z and one other loop)"
         )
-    seq_grid = np.arange(math.prod(coordinate_shape)).reshape(coordinate_shape)
     if "P" in letters:
         p_axis = letters.index("P")
         n_positions = coordinate_shape[p_axis]
@@ -108,14 +107,16 @@ def tiff_series(
             )
         chosen = [position] if position is not None else range(n_positions)
         per_position = [
-            (f"P{p}", seq_grid.take(p, axis=p_axis).ravel()) for p in chosen
+            (f"P{p}", position_frames(coordinate_shape, letters, p)) for p in chosen
         ]
     else:
         if position not in (None, 0):
             raise ValueError(
                 f"position {position} is out of range: the file has 1 XY position"
             )
-        per_position = [(Path(f.path).stem, seq_grid.ravel())]
+        per_position = [
+            (Path(f.path).stem, position_frames(coordinate_shape, letters, None))
+        ]
     loop_shape = tuple(coordinate_shape[i] for i in kept)
     groups = [[layer] for layer in layers] if split else [list(layers)]
     files = []

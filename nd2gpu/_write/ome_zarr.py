@@ -18,12 +18,17 @@ bioformats2raw layout that nd2 would also write: ``OUT/0``, ``OUT/1``, ... with
 ``OUT/OME`` listing them. ``labels_only`` writes a standalone labels group
 (``OUT/labels`` attributes at the root, one label image per layer) with yaozarrs,
 the library nd2 writes with, and the same axes and scales as nd2's labels.
+
+nd2 writes each label image with an empty ``image-label``; once the data are
+written, nd2gpu fills it in (`label_metadata`): the layer's colour for every
+label value, the link to the image, and, when asked for, the object table.
+The writes run on threads the export owns (`zarr_writers`), so an interrupted
+export stops every writer before its staged output is removed.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +39,14 @@ import numpy as np
 from .._device import DeviceRequest, to_numpy
 from .._layers import BinaryLayer
 from .._nd2file import ND2File
-from .layer_frames import ProgressFactory, progress_bar
+from .label_metadata import SOURCE_IMAGE, image_label, layer_objects, set_image_label
+from .layer_frames import (
+    ProgressCallback,
+    axis_letters,
+    position_frames,
+    progress_counter,
+)
+from .zarr_writers import settled_zarr_writes
 
 #: ``nd2.ND2File.sizes`` keys that are not experiment loops.
 CHANNEL, RGB, Y, X, POSITION = "C", "S", "Y", "X", "P"
@@ -116,18 +128,6 @@ def _counted(tick: Tick, plane_pixels: int, *, host: bool) -> Callable[[Any], An
     return block
 
 
-def _locked(tick: Tick | None) -> Callable[[int], None]:
-    """``tick`` made safe to call from dask's worker threads."""
-    lock = threading.Lock()
-
-    def call(n: int) -> None:
-        if tick is not None and n:
-            with lock:
-                tick(n)
-
-    return call
-
-
 def _loop_sizes(sizes: dict[str, int]) -> dict[str, int]:
     """The loop axes of nd2's ``sizes``, in order (P included)."""
     return {k: v for k, v in sizes.items() if k not in (CHANNEL, RGB, Y, X)}
@@ -191,7 +191,8 @@ def export_ome_zarr(
     chunks: Chunks = "auto",
     position: int | None = None,
     labels_only: bool = False,
-    progress: ProgressFactory | None = None,
+    properties: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> str:
     """Write the image of ``f`` and ``layers`` as labels to the new store ``out``.
 
@@ -212,9 +213,11 @@ def export_ome_zarr(
         Only this XY position (index along the P loop).
     labels_only : bool
         Write only the labels, as a standalone labels group.
+    properties : bool
+        Carry the object table in each label image's ``image-label``.
     progress : callable, optional
-        Makes the progress display, given the number of planes to write
-        (image and labels, 2-D each).
+        Called with ``(done, total)`` planes (2-D each: the image's planes,
+        the labels' planes, and the label planes measured for the metadata).
 
     Returns
     -------
@@ -228,8 +231,6 @@ def export_ome_zarr(
         multichannel file, labels-only on several positions).
     """
     _need_writer()
-    import dask
-
     sizes = dict(f.sizes)
     n_positions = sizes.get(POSITION, 1)
     if position is not None and not 0 <= position < n_positions:
@@ -241,7 +242,7 @@ def export_ome_zarr(
     per_position = math.prod(v for k, v in _loop_sizes(sizes).items() if k != POSITION)
     label_planes = per_position * len(positions) * len(layers)
     image_planes = 0 if labels_only else per_position * sizes.get(CHANNEL, 1)
-    total = label_planes + image_planes * len(positions)
+    total = 2 * label_planes + image_planes * len(positions)
     chunk_shape = _chunk_shape(sizes, chunks, labels_only)
     if labels_only and POSITION in sizes and position is None:
         raise ValueError(
@@ -249,26 +250,47 @@ def export_ome_zarr(
             "position (--position N)"
         )
     nd2_position = position if POSITION in sizes else None
-    # Our counters are closures: keep dask on threads, whatever is configured.
-    with progress_bar(progress, total) as tick, dask.config.set(scheduler="threads"):
-        locked = _locked(tick)
+    with progress_counter(progress, total) as tick, settled_zarr_writes():
         f._labels = prepare_labels(
-            f, layers, device=device, batch_frames=batch_frames, tick=locked
+            f, layers, device=device, batch_frames=batch_frames, tick=tick
         )
-        f._tick = None if labels_only else locked
+        f._tick = None if labels_only else tick
+        names = _nd2_label_paths(f._labels)
         if labels_only:
-            names = _write_labels_only(f, out, nd2_position, chunk_shape)
-            return f"OME-Zarr (NGFF 0.5) labels {', '.join(names)}"
-        if POSITION in sizes and position is None:
+            _write_labels_only(f, out, nd2_position, chunk_shape)
+            images = {nd2_position: out}
+            what = f"OME-Zarr (NGFF 0.5) labels {', '.join(names)}"
+        elif POSITION in sizes and position is None:
             _write_positions(f, out, positions, chunk_shape)
-            what = f"bioformats2raw layout, {len(positions)} images (one per position)"
+            images = {p: out / str(p) / "labels" for p in positions}
+            what = (
+                "OME-Zarr (NGFF 0.5) bioformats2raw layout, "
+                f"{len(positions)} images (one per position) with labels "
+                + ", ".join(names)
+            )
         else:
             f.write_ome_zarr(
                 out, chunk_shape=chunk_shape, backend="zarr", position=nd2_position
             )
-            what = "image"
-    label_paths = ", ".join(_nd2_label_paths(f._labels))
-    return f"OME-Zarr (NGFF 0.5) {what} with labels {label_paths}"
+            images = {nd2_position: out / "labels"}
+            what = f"OME-Zarr (NGFF 0.5) image with labels {', '.join(names)}"
+        letters = axis_letters(f)
+        for p, labels_group in images.items():
+            for layer, name in zip(layers, names, strict=True):
+                frames = position_frames(layer.coordinate_shape, letters, p)
+                objects = layer_objects(
+                    layer,
+                    frames.tolist(),
+                    properties=properties,
+                    device=device,
+                    batch_frames=batch_frames,
+                    tick=tick,
+                )
+                source = None if labels_only else SOURCE_IMAGE
+                set_image_label(
+                    labels_group / name, image_label(layer, objects, source=source)
+                )
+    return what
 
 
 def _nd2_label_paths(labels: Sequence[_Label]) -> list[str]:

@@ -10,7 +10,8 @@
 Each command lives in its own module, which registers it (``add_parser``); a new
 command is one module and one entry in `COMMANDS`. Exit statuses: 0 success, 1
 an error (one line on stderr, ``nd2gpu: error: ...``), 2 a usage error or an
-output that may not be written, 130 interrupted.
+output that may not be written, 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM); see `interrupts`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .. import __version__
 from .._write.outputs import OutputRefusedError
 from . import bench, export, info, objects
 from .common import PROG, USER_ERRORS, UsageError, error_line, sample_path
+from .interrupts import handled_interrupts, ignore_interrupts
 
 #: The commands, in the order ``--help`` lists them: modules with ``add_parser``.
 COMMANDS: tuple[ModuleType, ...] = (info, export, bench, objects)
@@ -75,8 +77,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 on success, 1 on an error (reported as one line on
-        stderr), 2 on a usage error or a refused output, 130 when interrupted.
+        stderr), 2 on a usage error or a refused output, 130 when interrupted
+        (Ctrl-C), 143 when terminated (SIGTERM).
     """
+    return _run(argv, restore_signals=True)
+
+
+def entry() -> int:
+    """The ``nd2gpu`` program (console script, ``python -m nd2gpu``).
+
+    As `main`; then SIGINT and SIGTERM are ignored, so that none can cut the
+    interpreter's exit short (it would otherwise put their default actions
+    back, and a late Ctrl-C would kill a command that has completed).
+    """
+    status = _run(None, restore_signals=False)
+    ignore_interrupts()
+    return status
+
+
+def _run(argv: Sequence[str] | None, *, restore_signals: bool) -> int:
+    with handled_interrupts(restore=restore_signals) as interrupts:
+        try:
+            return _command(argv)
+        except KeyboardInterrupt:
+            interrupts.delivered = True
+            print(f"{PROG}: {interrupts.message}", file=sys.stderr)
+            return interrupts.status
+
+
+def _command(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -90,9 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
     except USAGE_ERRORS as e:
         if args.traceback:
             raise
@@ -105,4 +131,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-__all__ = ["COMMANDS", "build_parser", "main", "sample_path"]
+__all__ = ["COMMANDS", "build_parser", "entry", "main", "sample_path"]

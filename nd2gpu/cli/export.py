@@ -1,13 +1,20 @@
-"""``nd2gpu export FILE OUT``: the binary layers as OME-Zarr or OME-TIFF."""
+"""``nd2gpu export FILE OUT``: the binary layers as OME-Zarr or OME-TIFF.
+
+The command is ``nd2gpu.export`` with a progress bar (tqdm, on a terminal) and
+its warnings (layers left out) shown as notes.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._write.export import export_format, export_labels
-from .._write.layer_frames import DEFAULT_BATCH_FRAMES
+from .._write.export import export, export_format
+from .._write.layer_frames import DEFAULT_BATCH_FRAMES, ProgressCallback
 from .common import (
     UsageError,
     add_common,
@@ -24,10 +31,11 @@ from .common import (
 DESCRIPTION = """\
 Write every binary layer of FILE that has a mask to OUT, decoding --batch-frames
 frames at a time. OUT ending in .zarr: OME-Zarr (NGFF 0.5), the image with the
-layers as labels, written by nd2's writer. OUT ending in .ome.tif, .ome.tiff,
-.tif or .tiff: OME-TIFF, all layers in one series (one channel per layer, named
-after it). OUT is written under a temporary name beside it and moved into place
-when complete. OUT may never be FILE (or a link to it), hold FILE, be an ND2 file
+layers as labels in the layers' colours, written by nd2's writer. OUT ending in
+.ome.tif, .ome.tiff, .tif or .tiff: OME-TIFF, all layers in one series (one
+channel per layer, named after it). OUT is written under a temporary name beside
+it and moved into place when complete; an error, Ctrl-C or SIGTERM leaves
+nothing behind. OUT may never be FILE (or a link to it), hold FILE, be an ND2 file
 or end in .nd2, even with --overwrite.
 """
 
@@ -86,6 +94,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "default) or Y,X pixels of one plane",
     )
     zarr.add_argument(
+        "--properties",
+        action="store_true",
+        help="carry each layer's object table (area, centroid, frame and its loop "
+        "coordinates) in its label image's metadata",
+    )
+    zarr.add_argument(
         "--labels-only",
         action="store_true",
         help="write the labels alone (a standalone labels group), not the image",
@@ -117,41 +131,79 @@ def run(args: argparse.Namespace) -> int:
         if len(args.paths) != 1:
             raise UsageError("export --sample takes one path: OUT")
         with sample_path() as path:
-            return _export(args, path, Path(args.paths[0]))
+            return _export(args, str(path), Path(args.paths[0]))
     if len(args.paths) != 2:
         raise UsageError(
             "export takes two paths, FILE OUT (got "
             f"{len(args.paths)}); use --sample OUT for the sample file"
         )
-    return _export(args, Path(args.paths[0]), Path(args.paths[1]))
+    return _export(args, args.paths[0], Path(args.paths[1]))
 
 
-def _export(args: argparse.Namespace, path: Path, out: Path) -> int:
+def _export(args: argparse.Namespace, source: str, out: Path) -> int:
     try:
         kind = export_format(out, args.format)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if kind == "tiff" and (args.labels_only or args.chunks != "auto"):
-        raise UsageError("--labels-only and --chunks apply to OME-Zarr (.zarr) only")
+    zarr_only = args.labels_only or args.properties or args.chunks != "auto"
+    if kind == "tiff" and zarr_only:
+        raise UsageError(
+            "--labels-only, --properties and --chunks apply to OME-Zarr (.zarr) only"
+        )
     if kind == "zarr" and args.split:
         raise UsageError("--split applies to OME-TIFF only")
-    what = export_labels(
-        path,
-        out,
-        fmt=kind,
-        batch_frames=args.batch_frames,
-        device=device_request(args),
-        overwrite=args.overwrite,
-        position=args.position,
-        chunks=args.chunks,
-        labels_only=args.labels_only,
-        split=args.split,
-        progress=progress_factory("export", "plane", enabled=not args.quiet),
-        note=None if args.quiet else note,
-    )
+    with (
+        _warnings_as_notes(enabled=not args.quiet),
+        _progress_bar(enabled=not args.quiet) as progress,
+    ):
+        what = export(
+            source,
+            out,
+            format=kind,
+            overwrite=args.overwrite,
+            position=args.position,
+            chunks=args.chunks,
+            labels_only=args.labels_only,
+            properties=args.properties,
+            split=args.split,
+            device=device_request(args),
+            batch_frames=args.batch_frames,
+            progress=progress,
+        )
     if not args.quiet:
         print(f"wrote {out}: {what}")
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool) -> Iterator[ProgressCallback | None]:
+    """``export``'s progress callback drawing a tqdm bar (None where none is drawn)."""
+    factory = progress_factory("export", "plane", enabled=enabled)
+    if factory is None:
+        yield None
+        return
+    bars: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(factory(total))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+@contextlib.contextmanager
+def _warnings_as_notes(enabled: bool) -> Iterator[None]:
+    """Show the export's UserWarnings as ``nd2gpu: note:`` lines (or not at all)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always" if enabled else "ignore", UserWarning)
+        if enabled:
+            warnings.showwarning = lambda message, *_, **__: note(str(message))
+        yield
 
 
 __all__ = ["add_parser", "run"]
