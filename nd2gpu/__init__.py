@@ -17,6 +17,7 @@ from typing import Any
 
 from nd2 import AXIS, imread, is_legacy, is_supported_file, rescue_nd2, structures
 
+from ._dataset import FrameDataset
 from ._decode.frame import decode_binary_mask
 from ._errors import DecodeError, DeviceUnavailableError
 from ._layers import BinaryLayer, BinaryLayers
@@ -35,6 +36,7 @@ __all__ = [
     "BinaryLayers",
     "DecodeError",
     "DeviceUnavailableError",
+    "FrameDataset",
     "ND2File",
     "__version__",
     "decode_binary_mask",

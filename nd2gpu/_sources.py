@@ -25,7 +25,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,11 @@ class ByteSource(ABC):
         """The bytes of every range, in order (remote sources: one batch)."""
         return [self.read(a, b) for a, b in ranges]
 
+    def view(self, start: int, stop: int) -> memoryview:
+        """Bytes ``[start, stop)`` as a read-only buffer: a view of a memory
+        map without copying, else what ``read`` gives."""
+        return memoryview(self.read(start, stop))
+
     @abstractmethod
     def identity(self) -> tuple[Any, ...]:
         """What changes when the file does (size, and inode/mtime or ETag)."""
@@ -170,6 +175,16 @@ class LocalFile(ByteSource):
                 return b""
             return self._mm[start:stop]
 
+    def view(self, start: int, stop: int) -> memoryview:
+        # A view keeps the map alive: close() leaves a map with views to be
+        # unmapped when the last of them goes.
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"ND2 file {self.name!r} is closed")
+            if self._mm is None or start >= stop:
+                return memoryview(b"")
+            return memoryview(self._mm)[start:stop]
+
     def identity(self) -> tuple[Any, ...]:
         # The inode too: a file replaced by a rename (as write_nd2 does) may have
         # the same size and, within the clock's granularity, the same mtime.
@@ -182,15 +197,21 @@ class LocalFile(ByteSource):
 
     def close(self) -> None:
         with self._lock:
-            if self._mm is not None:
-                self._mm.close()
-                self._mm = None
+            mm, self._mm = self._mm, None
             self._closed = True
+        if mm is not None:
+            _unmap(mm)
 
     def __del__(self) -> None:
         mm = getattr(self, "_mm", None)
         if mm is not None:
-            mm.close()
+            _unmap(mm)
+
+
+def _unmap(mm: mmap.mmap) -> None:
+    """Close a map, or leave it to be unmapped with its last view (``view``)."""
+    with suppress(BufferError):
+        mm.close()
 
 
 class FileObjectSource(ByteSource):
