@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import nd2
 
@@ -68,12 +68,12 @@ class FileInfo:
         """
         if channels is None:
             return None
+        picks, one = _picks(channels)
         n = self.layout.channels
-        if isinstance(channels, (str, int)):
-            return _index(channels, self.channel_names, n, "channel", self.path)
-        return tuple(
-            _index(c, self.channel_names, n, "channel", self.path) for c in channels
+        found = tuple(
+            _index(c, self.channel_names, n, "channel", self.path) for c in picks
         )
+        return found[0] if one else found
 
     def layer_selection(
         self, layers: Selector | Sequence[Selector] | None
@@ -88,11 +88,19 @@ class FileInfo:
         if layers is None:
             return self.layers
         names = tuple(layer.name for layer in self.layers)
-        picks = [layers] if isinstance(layers, (str, int)) else list(layers)
+        picks, _ = _picks(layers)
         return tuple(
             self.layers[_index(p, names, len(names), "binary layer", self.path)]
             for p in picks
         )
+
+
+def _picks(selection: object) -> tuple[list[object], bool]:
+    """The channels or layers of a selection, and whether it was just one (not
+    a sequence of them)."""
+    if isinstance(selection, (str, bytes)) or not hasattr(selection, "__iter__"):
+        return [selection], True
+    return list(cast(Iterable[object], selection)), False
 
 
 def _index(selector: object, names: Sequence[str], n: int, what: str, path: str) -> int:
