@@ -228,6 +228,44 @@ def test_padded_rows_match_nd2(tmp_path, rng, compression, dtype, channels):
     np.testing.assert_array_equal(ds[:][0], image)
 
 
+def as_rgb(src: Path, dst: Path) -> Path:
+    """``src`` (3 channels) with one picture plane of 3 components: an RGB file."""
+
+    def edit(name: bytes, data: bytes) -> bytes:
+        if name != b"ImageMetadataSeqLV|0!":
+            return data
+        meta = json_from_clx_lite_variant(data, strip_prefix=False)
+        planes = meta["SLxPictureMetadata"]["sPicturePlanes"]
+        planes["uiCount"] = 1
+        planes["sPlaneNew"] = {"a0": {**planes["sPlaneNew"]["a0"], "uiCompCount": 3}}
+        return encode_clx_lite(meta)
+
+    return rewrite(src, dst, edit)
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+@pytest.mark.parametrize("pad", [0, 2])
+def test_rgb_frames_match_nd2(tmp_path, rng, compression, pad):
+    path, image = write(
+        tmp_path,
+        rng,
+        loops=(("T", 2),),
+        channels=3,
+        dtype="uint8",
+        compression=compression,
+        frame_shape=(5, 7),
+    )
+    rgb = as_rgb(path, tmp_path / "rgb.nd2")
+    if pad:
+        rgb = pad_rows(rgb, tmp_path / "rgb-padded.nd2", pad)
+    with nd2.ND2File(rgb) as f:
+        assert f.is_rgb and f.read_frame(0).shape == (5, 7, 3)
+    ds = nd2gpu.FrameDataset(rgb)
+    assert ds.image_shape == (5, 7, 3)
+    assert_matches_nd2(ds, rgb)
+    np.testing.assert_array_equal(ds[:][0], np.moveaxis(image, 1, -1))
+
+
 # --- selections ------------------------------------------------------------------
 
 
@@ -403,6 +441,35 @@ def test_large_batches_use_the_thread_pool(tmp_path, rng, monkeypatch):
             name=f"{compression}.nd2",
         )
         assert_matches_nd2(nd2gpu.FrameDataset(path), path)
+
+
+def test_threads_share_a_dataset(tmp_path, rng, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(dataset_module, "INLINE_BYTES", 0)
+    path, _ = write(tmp_path, rng, loops=(("T", 8),), compression="lossless")
+    frames, masks = reference(path)
+    ds = nd2gpu.FrameDataset(path)
+    batches = [np.random.default_rng(i).choice(8, 5) for i in range(24)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(ds.__getitem__, batches))
+    for batch, (images, got) in zip(batches, results, strict=True):
+        np.testing.assert_array_equal(images, np.stack([frames[i] for i in batch]))
+        np.testing.assert_array_equal(got, masks[batch])
+
+
+def test_views_of_the_map_outlive_close(tmp_path, rng):
+    from nd2gpu._sources import LocalFile
+
+    path, _ = write(tmp_path, rng)
+    source = LocalFile(path)
+    view = source.view(0, 32)
+    head = bytes(view)
+    source.close()  # the map stays until the view goes
+    assert bytes(view) == head == path.read_bytes()[:32]
+    with pytest.raises(ValueError, match="closed"):
+        source.view(0, 32)
+    del view
 
 
 # --- sources ---------------------------------------------------------------------
