@@ -179,25 +179,24 @@ class ImageFrames:
         except DecodeError as e:
             raise e.with_context(path=self._path, frame=self._seqs[i]) from None
 
-    def _ranges(self, i: int) -> tuple[bytes, int, int] | None:
-        """Name and the file range holding frame ``seqs[i]``'s data: the chunk's
-        data (compressed), or the pixels where nd2 reads them; None: no chunk."""
+    def _range(self, i: int) -> tuple[int, int] | None:
+        """The file range holding frame ``seqs[i]``'s data: its chunk's data
+        (compressed), or its pixels where nd2 reads them; None: no chunk."""
         name = image_frame_chunk_name(self._seqs[i])
         offset = self._index.offsets.get(name)
         if offset is None:
             return None
         if self._layout.compressed:
-            start, stop = self._index.data_range(name) or (offset, offset)
-            return name, start, stop
+            return self._index.data_range(name)
         size = self._index.size
         start = min(offset + PIXELS_OFFSET, size)
-        return name, start, min(start + self._layout.frame_bytes, size)
+        return start, min(start + self._layout.frame_bytes, size)
 
     def _local_data(self, i: int) -> _Data | None:
-        found = self._ranges(i)
+        found = self._range(i)
         if found is None:
             return None
-        _, start, stop = found
+        start, stop = found
         return self._index.source.view(start, stop), start
 
     def _remote_data(self, i: int) -> _Data | None:
@@ -212,7 +211,7 @@ class ImageFrames:
                 except BaseException as e:
                     self._failed[w] = e
                     raise
-            return self._fetched[i]
+            return self._fetched.pop(i)  # each is read once: hold no more
 
     def _fetch(self, window: range) -> None:
         """Fetch the data of a window of frames in one request."""
@@ -225,10 +224,10 @@ class ImageFrames:
                     None if chunk is None else (chunk, index.offsets[name])
                 )
             return
-        found = [self._ranges(i) for i in window]
-        got = iter(index.source.read_many([(a, b) for _, a, b in filter(None, found)]))
+        found = [self._range(i) for i in window]
+        got = iter(index.source.read_many([r for r in found if r is not None]))
         for i, where in zip(window, found, strict=True):
-            self._fetched[i] = None if where is None else (next(got), where[1])
+            self._fetched[i] = None if where is None else (next(got), where[0])
 
 
 #: A frame's data and the file offset where it starts.
