@@ -613,7 +613,9 @@ def read_in_child(ds: nd2gpu.FrameDataset, frames: list[int]) -> tuple:
     return ds[frames]
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize(
+    "method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)]
+)
 def test_workers_read_in_parallel(tmp_path, rng, method):
     path, _ = write(tmp_path, rng, loops=(("T", 4),), compression="lossless")
     ds = nd2gpu.FrameDataset(path, channels=[0], layers=["nuclei"])
@@ -645,6 +647,7 @@ def test_pickle_holds_source_selection_and_device(tmp_path, rng):
         clone[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_torch_dataloader_workers(tmp_path, rng, method):
     torch = pytest.importorskip("torch")
