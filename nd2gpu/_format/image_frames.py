@@ -36,8 +36,8 @@ FRAME_TIMESTAMP: Final = struct.Struct("<d")
 #: (nd2 reads them there: 24 + 4072 bytes; a chunk's header, name and timestamp
 #: fill exactly this much in files NIS-Elements writes).
 PIXELS_OFFSET: Final = 4096
-#: ``eCompression`` of the image attributes, as nd2 names the values (2 and any
-#: other value: "none").
+#: ``eCompression`` of the image attributes, as nd2 names the values (nd2 reads
+#: 2, any other value and none as uncompressed).
 COMPRESSION_CODES: Final = {"lossless": 0, "lossy": 1, None: 2}
 #: The one compression a reader inflates (nd2 reads every other frame as raw
 #: pixels).
