@@ -50,6 +50,7 @@ from .._format.image_frames import (
     FRAME_TIMESTAMP,
     LOSSLESS,
     image_frame_chunk_name,
+    row_bytes,
 )
 from .._format.mask_encode import check_label_values, encode_mask_chunk
 from .atomic import atomic_file
@@ -480,7 +481,7 @@ def _attributes(
     bits = dtype.itemsize * 8
     attrs = {
         "uiWidth": UInt32(width),
-        "uiWidthBytes": UInt32(width * n_channels * dtype.itemsize),
+        "uiWidthBytes": UInt32(row_bytes(width, n_channels, dtype)),
         "uiHeight": UInt32(height),
         "uiComp": UInt32(n_channels),
         "uiBpcInMemory": UInt32(bits),
