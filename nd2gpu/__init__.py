@@ -18,6 +18,7 @@ from typing import Any
 from nd2 import AXIS, imread, is_legacy, is_supported_file, rescue_nd2, structures
 
 from ._backends.cpu import decode_binary_mask
+from ._dataset import FrameDataset
 from ._errors import DecodeError, DeviceUnavailableError
 from ._layers import BinaryLayer, BinaryLayers
 from ._nd2file import ND2File
@@ -36,6 +37,7 @@ __all__ = [
     "BinaryLayers",
     "DecodeError",
     "DeviceUnavailableError",
+    "FrameDataset",
     "ND2File",
     "__version__",
     "decode_binary_mask",

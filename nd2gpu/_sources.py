@@ -18,7 +18,6 @@ naming the file.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import io
 import mmap
 import os
@@ -26,7 +25,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +130,14 @@ class ByteSource(ABC):
         the source is one (a memory map); None elsewhere."""
         return None
 
+    def view(self, start: int, stop: int) -> memoryview:
+        """Bytes ``[start, stop)`` as a read-only buffer: a view of the memory
+        map without copying (``buffer``), else what ``read`` gives."""
+        whole = self.buffer()
+        if whole is None:
+            return memoryview(self.read(start, stop))
+        return memoryview(whole[start:stop])  # type: ignore[arg-type]
+
     @abstractmethod
     def identity(self) -> tuple[Any, ...]:
         """What changes when the file does (size, and inode/mtime or ETag)."""
@@ -180,6 +187,8 @@ class LocalFile(ByteSource):
             return self._mm[start:stop]
 
     def buffer(self) -> np.ndarray:
+        # A view keeps the map alive: close() leaves a map with views to be
+        # unmapped when the last of them goes.
         with self._lock:
             if self._closed:
                 raise ValueError(f"ND2 file {self.name!r} is closed")
@@ -204,20 +213,23 @@ class LocalFile(ByteSource):
     def close(self) -> None:
         with self._lock:
             self._array = None
-            if self._mm is not None:
-                # Views of the map still alive (in a traceback, say) keep it
-                # until they are gone; the map then closes with its last user.
-                with contextlib.suppress(BufferError):
-                    self._mm.close()
-                self._mm = None
+            mm, self._mm = self._mm, None
             self._closed = True
+        if mm is not None:
+            _unmap(mm)
 
     def __del__(self) -> None:
         self._array = None
         mm = getattr(self, "_mm", None)
         if mm is not None:
-            with contextlib.suppress(BufferError):
-                mm.close()
+            _unmap(mm)
+
+
+def _unmap(mm: mmap.mmap) -> None:
+    """Close a map, or leave it to be unmapped with its last view (``buffer``,
+    ``view``: still alive in a traceback, say)."""
+    with suppress(BufferError):
+        mm.close()
 
 
 class FileObjectSource(ByteSource):

@@ -54,6 +54,21 @@ def test_cpu_benchmark_runs(tmp_path):
 
 
 @pytest.mark.slow
+def test_dataset_benchmark_quick(tmp_path):
+    done = run_script("bench_dataset.py", "--quick", "--json", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report == json.loads((tmp_path / "dataset-cpu.json").read_text())
+    assert report["quick"] is True and report["frame_shape"] == [64, 64]
+    assert set(report["forms"]) == {"uncompressed", "lossless"}
+    for row in report["forms"].values():
+        for key in ("first_nd2_ms", "first_nd2gpu_ms", "steady_floor_ms_per_frame"):
+            assert row[key] > 0
+        assert row["nd2gpu_first_peak_bytes"] > 0 and row["batch_bytes"] > 0
+    assert "| lossless |" in (tmp_path / "dataset-cpu.md").read_text()
+
+
+@pytest.mark.slow
 def test_gpu_benchmark_dry_run(tmp_path):
     """Every step of the GPU benchmark, under numba's simulator: the workload
     files, the checks against nd2, the pipeline's run table, the kernel and copy

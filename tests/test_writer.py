@@ -499,7 +499,7 @@ GOOD = {"a": np.zeros((2, 4, 4), np.uint16)}
             GOOD,
             {"loops": [("T", 2)], "image": np.zeros((2, 4, 4), np.int16)},
             TypeError,
-            "uint8 or uint16",
+            "uint8, uint16 or float32",
         ),
         (
             GOOD,

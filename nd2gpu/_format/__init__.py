@@ -6,6 +6,7 @@
 - ``mask_encode``: label images -> mask streams (the writer's encoder),
 - ``clx_lite``: Python values -> "CLX lite" metadata records,
 - ``layer_metadata``: the ``BinaryMetadata_v1`` chunk -> one record per layer.
+- ``image_frames``: where an image frame's pixels lie and how they are laid out.
 
 ``docs/format.md`` describes the bytes.
 """

@@ -11,8 +11,9 @@ Layout (every chunk starts on a 4096-byte boundary, as in files NIS writes; see
     ND2 FILE SIGNATURE CHUNK NAME01!     64 bytes: "Ver3.0", NUL padded
     ImageAttributesLV!                   SLxImageAttributes
     ImageMetadataLV!                     SLxExperiment (only with loops)
-    ImageMetadataSeqLV|0!                SLxPictureMetadata, one channel plane
-    ImageDataSeq|{seq}!                  float64 time + pixels at chunk + 4096
+    ImageMetadataSeqLV|0!                SLxPictureMetadata, one plane per channel
+    ImageDataSeq|{seq}!                  float64 time + pixels at chunk + 4096,
+                                         or + one zlib stream of them
     CustomData|AcqTimesCache!            float64 time (ms) per frame
     CustomDataVar|BinaryMetadata_v1!     one item per layer
     CustomDataSeq|{FileTag}|{seq}!       4-byte prefix + zlib RLE stream
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-import struct
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -44,6 +45,13 @@ from .._format.container import (
     FILEMAP_SIGNATURE,
     binary_frame_chunk_name,
 )
+from .._format.image_frames import (
+    COMPRESSION_CODES,
+    FRAME_TIMESTAMP,
+    LOSSLESS,
+    image_frame_chunk_name,
+    row_bytes,
+)
 from .._format.mask_encode import check_label_values, encode_mask_chunk
 from .atomic import atomic_file
 
@@ -56,14 +64,18 @@ LOOP_TYPES: Final = {"T": 1, "P": 2, "Z": 4}
 FILE_VERSION: Final = b"Ver3.0"
 #: The file-signature chunk holds 64 data bytes.
 FILE_VERSION_BYTES: Final = 64
-#: Bytes before the pixels in an ``ImageDataSeq`` chunk's data (a float64 time).
-FRAME_TIMESTAMP: Final = struct.Struct("<d")
 #: Least NUL padding after a chunk name (as NIS-Elements writes them).
 CHUNK_NAME_RESERVE: Final = 20
 TIME_PERIOD_MS: Final = 1000.0
 Z_STEP_UM: Final = 1.0
 XY_SPACING_UM: Final = 100.0
 CHANNEL_NAME: Final = "Mono"
+#: Image dtypes written (nd2 reads 32 bits per component as float32).
+IMAGE_DTYPES: Final = ("uint8", "uint16", "float32")
+#: zlib level of compressed image frames (inflating costs the same at any level).
+IMAGE_ZLIB_LEVEL: Final = 1
+#: Display colours of image channels (ABGR): white for one channel, else these.
+CHANNEL_COLORS: Final = (0x0000FF, 0x00FF00, 0xFF0000, 0xFF00FF, 0x00FFFF, 0xFFFF00)
 #: Layer colours (ABGR, as NIS stores them): red, green, blue, yellow, magenta, cyan.
 LAYER_COLORS: Final = (0x0000FF, 0x00FF00, 0xFF0000, 0x00FFFF, 0xFF00FF, 0xFFFF00)
 
@@ -74,6 +86,8 @@ def write_nd2(
     *,
     loops: Sequence[tuple[str, int]] = (),
     image: ArrayLike | None = None,
+    channel_names: Sequence[str] | None = None,
+    image_compression: str | None = None,
 ) -> Path:
     """Write a modern (v3) ND2 file holding binary layers (label images).
 
@@ -98,8 +112,16 @@ def write_nd2(
         the arrays. Frames (sequence indices) follow the C order of these axes.
         Default: no loops, a single frame.
     image : ArrayLike, optional
-        ``uint8`` or ``uint16`` array of shape ``(*counts, Y, X)``: the image
-        frames (one channel). ``None`` (default) writes zeros as ``uint16``.
+        ``uint8``, ``uint16`` or ``float32`` array of the image frames: shape
+        ``(*counts, Y, X)`` for one channel, ``(*counts, C, Y, X)`` for ``C``
+        (stored interleaved; nd2's ``read_frame`` gives ``(C, Y, X)``).
+        ``None`` (default) writes zeros as ``uint16``, one channel.
+    channel_names : Sequence[str], optional
+        One name per image channel (nd2's ``metadata.channels[i].channel.name``);
+        default ``"Mono"`` for one channel, ``"Ch1"``, ``"Ch2"``, ... for more.
+    image_compression : {None, "lossless"}, optional
+        None (default) stores each frame's pixels as they are; ``"lossless"``
+        stores each as one zlib stream (nd2's ``attributes.compressionType``).
 
     Returns
     -------
@@ -109,8 +131,9 @@ def write_nd2(
     Raises
     ------
     TypeError
-        If a layer name is not a ``str``, a label array is not bool/integer, or
-        ``image`` is not ``uint8``/``uint16``.
+        If a layer name is not a ``str``, a label array is not bool/integer,
+        ``image`` is not ``uint8``/``uint16``/``float32``, or a channel name is
+        not a ``str``.
     ValueError
         If ``labels`` is empty, shapes disagree with each other or with
         ``loops``, a label id is negative or above 65535, a loop letter is
@@ -118,7 +141,8 @@ def write_nd2(
         or a frame side does not fit the file's uint32 fields, a layer name holds
         a NUL character (the names are stored as NUL-terminated UTF-16), or an
         input array is a memory map of the file at ``path`` (which is being
-        replaced). Nothing is written then.
+        replaced), the channel names do not match the image's channels, or
+        ``image_compression`` is unknown. Nothing is written then.
     IsADirectoryError
         If ``path`` is an existing directory.
 
@@ -151,7 +175,9 @@ def write_nd2(
     counts = tuple(count for _, count in loop_list)
     layers = _check_labels(labels, counts)
     frame_shape = next(iter(layers.values())).shape[-2:]
-    pixels = _check_image(image, counts + frame_shape)
+    pixels = _check_image(image, counts, frame_shape)
+    names = _check_channel_names(channel_names, pixels.shape[-3])
+    compression = _check_compression(image_compression)
     _refuse_own_input(
         target,
         [(f"labels[{name!r}]", arr) for name, arr in layers.items()]
@@ -162,23 +188,24 @@ def write_nd2(
     n_frames = math.prod(counts)
     times = _frame_times(loop_list)
     metadata = [
-        (b"ImageAttributesLV!", _attributes(frame_shape, pixels.dtype, n_frames)),
+        (
+            b"ImageAttributesLV!",
+            _attributes(frame_shape, pixels.dtype, n_frames, len(names), compression),
+        ),
         *([(b"ImageMetadataLV!", _experiment(loop_list))] if loop_list else []),
-        (b"ImageMetadataSeqLV|0!", _picture_metadata()),
+        (b"ImageMetadataSeqLV|0!", _picture_metadata(names)),
     ]
-    file_tags, binary_meta = _binary_metadata(list(layers))
+    file_tags, binary_meta = _binary_metadata(list(layers), names[0])
 
     with atomic_file(target) as fh:
         out = _ChunkWriter(fh)
         for name, data in metadata:
             out.add(name, data)
-        blank = None if pixels.ndim else np.zeros(frame_shape, pixels.dtype)
         for seq, index in enumerate(np.ndindex(*counts)):
-            frame = blank if blank is not None else np.ascontiguousarray(pixels[index])
             out.add(
-                f"ImageDataSeq|{seq}!".encode(),
+                image_frame_chunk_name(seq),
                 FRAME_TIMESTAMP.pack(times[seq]),
-                frame.view(np.uint8).reshape(-1).data,
+                _frame_body(pixels[index], compression),
             )
         out.add(b"CustomData|AcqTimesCache!", times.astype("<f8").tobytes())
         out.add(BINARY_METADATA_CHUNK, binary_meta)
@@ -280,16 +307,68 @@ def _check_labels(
     return layers
 
 
-def _check_image(image: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray:
-    """Return the image as little-endian uint8/uint16, or a 0-d uint16 for None."""
+def _check_image(
+    image: ArrayLike | None, counts: tuple[int, ...], frame_shape: tuple[int, ...]
+) -> np.ndarray:
+    """The image as a little-endian ``(*counts, C, Y, X)`` array (zeros, uint16,
+    one channel, broadcast for None)."""
     if image is None:
-        return np.zeros((), dtype="<u2")
+        return np.broadcast_to(np.zeros((), "<u2"), (*counts, 1, *frame_shape))
     arr = np.asarray(image)
-    if arr.dtype.kind != "u" or arr.dtype.itemsize not in (1, 2):
-        raise TypeError(f"image must be uint8 or uint16, got dtype {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(f"image has shape {arr.shape}, the labels need {shape}")
+    if arr.dtype.name not in IMAGE_DTYPES:
+        *first, last = IMAGE_DTYPES
+        raise TypeError(
+            f"image must be {', '.join(first)} or {last}, got dtype {arr.dtype}"
+        )
+    channel_axes = arr.ndim - len(counts) - 2
+    if (
+        arr.shape[: len(counts)] != counts
+        or arr.shape[-2:] != frame_shape
+        or channel_axes not in (0, 1)
+    ):
+        raise ValueError(
+            f"image has shape {arr.shape}, the labels need {(*counts, *frame_shape)} "
+            f"(one channel) or {(*counts, 'C', *frame_shape)}"
+        )
+    if not channel_axes:
+        arr = arr[..., None, :, :]
+    if arr.shape[-3] == 0:
+        raise ValueError(f"image has shape {arr.shape}: no channel")
     return arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+
+
+def _check_channel_names(names: Sequence[str] | None, n: int) -> list[str]:
+    if names is None:
+        return [CHANNEL_NAME] if n == 1 else [f"Ch{i + 1}" for i in range(n)]
+    if isinstance(names, str):
+        raise TypeError(f"channel_names must be a sequence of str, not {names!r}")
+    out = list(names)
+    if len(out) != n:
+        raise ValueError(f"{len(out)} channel names for {n} image channel(s)")
+    for name in out:
+        if not isinstance(name, str):
+            raise TypeError(f"channel names must be str, got {name!r}")
+        if "\x00" in name:
+            raise ValueError(f"channel name {name!r} holds a NUL character")
+    return out
+
+
+def _check_compression(compression: str | None) -> str | None:
+    if compression not in (None, LOSSLESS):
+        raise ValueError(
+            f"image_compression must be None or {LOSSLESS!r}, not {compression!r}"
+        )
+    return compression
+
+
+def _frame_body(frame: np.ndarray, compression: str | None) -> memoryview:
+    """A ``(C, Y, X)`` frame as stored: rows of interleaved channels, compressed
+    as asked."""
+    stored = np.ascontiguousarray(np.moveaxis(frame, 0, -1))
+    raw = stored.view(np.uint8).reshape(-1).data
+    if compression == LOSSLESS:
+        return memoryview(zlib.compress(raw, IMAGE_ZLIB_LEVEL))
+    return raw
 
 
 def _refuse_own_input(target: Path, arrays: list[tuple[str, np.ndarray]]) -> None:
@@ -391,22 +470,28 @@ def _frame_times(loops: list[tuple[str, int]]) -> np.ndarray:
     return times.ravel()
 
 
-def _attributes(frame_shape: tuple[int, ...], dtype: np.dtype, n_frames: int) -> bytes:
+def _attributes(
+    frame_shape: tuple[int, ...],
+    dtype: np.dtype,
+    n_frames: int,
+    n_channels: int,
+    compression: str | None,
+) -> bytes:
     height, width = frame_shape
     bits = dtype.itemsize * 8
     attrs = {
         "uiWidth": UInt32(width),
-        "uiWidthBytes": UInt32(width * dtype.itemsize),
+        "uiWidthBytes": UInt32(row_bytes(width, n_channels, dtype)),
         "uiHeight": UInt32(height),
-        "uiComp": UInt32(1),
+        "uiComp": UInt32(n_channels),
         "uiBpcInMemory": UInt32(bits),
         "uiBpcSignificant": UInt32(bits),
         "uiSequenceCount": UInt32(n_frames),
         "uiTileWidth": UInt32(width),
         "uiTileHeight": UInt32(height),
-        "eCompression": 2,  # none
+        "eCompression": COMPRESSION_CODES[compression],
         "dCompressionParam": 0.0,
-        "uiVirtualComponents": UInt32(1),
+        "uiVirtualComponents": UInt32(n_channels),
     }
     return encode_clx_lite({"SLxImageAttributes": attrs})
 
@@ -471,19 +556,24 @@ def _experiment(loops: list[tuple[str, int]]) -> bytes:
     return encode_clx_lite({"SLxExperiment": inner})
 
 
-def _picture_metadata() -> bytes:
-    plane = {
-        "sDescription": CHANNEL_NAME,
-        "uiCompCount": UInt32(1),
-        "uiSampleIndex": UInt32(0),
-        "uiModalityMask": UInt64(0x101),  # fluorescence | camera
-        "uiColor": UInt32(0xFFFFFF),
-        "pFluorescentProbe": {
-            "m_sName": "",
-            "m_ExcitationSpectrum": {"uiCount": UInt32(0)},
-            "m_EmissionSpectrum": {"uiCount": UInt32(0)},
-        },
-        "pFilterPath": {"m_pFilter": {}},
+def _picture_metadata(names: list[str]) -> bytes:
+    planes = {
+        f"a{i}": {
+            "sDescription": name,
+            "uiCompCount": UInt32(1),
+            "uiSampleIndex": UInt32(i),
+            "uiModalityMask": UInt64(0x101),  # fluorescence | camera
+            "uiColor": UInt32(
+                0xFFFFFF if len(names) == 1 else CHANNEL_COLORS[i % len(CHANNEL_COLORS)]
+            ),
+            "pFluorescentProbe": {
+                "m_sName": "",
+                "m_ExcitationSpectrum": {"uiCount": UInt32(0)},
+                "m_EmissionSpectrum": {"uiCount": UInt32(0)},
+            },
+            "pFilterPath": {"m_pFilter": {}},
+        }
+        for i, name in enumerate(names)
     }
     meta = {
         "dTimeMSec": 0.0,
@@ -495,15 +585,15 @@ def _picture_metadata() -> bytes:
         "dCalibration": 1.0,
         "dAspect": 1.0,
         "sPicturePlanes": {
-            "uiCount": UInt32(1),
-            "uiCompCount": UInt32(1),
-            "sPlaneNew": {"a0": plane},
+            "uiCount": UInt32(len(names)),
+            "uiCompCount": UInt32(len(names)),
+            "sPlaneNew": planes,
         },
     }
     return encode_clx_lite({"SLxPictureMetadata": meta})
 
 
-def _binary_metadata(names: list[str]) -> tuple[list[str], bytes]:
+def _binary_metadata(names: list[str], comp_name: str) -> tuple[list[str], bytes]:
     """File tags and the ``BinaryMetadata_v1`` chunk for layers in this order.
 
     nd2 visits the items in ``sorted`` key order, so the keys are zero-padded
@@ -515,7 +605,7 @@ def _binary_metadata(names: list[str]) -> tuple[list[str], bytes]:
         f"{i:0{width}d}": {
             "Name": name,
             "FileTag": tag,
-            "CompName": CHANNEL_NAME,
+            "CompName": comp_name,
             "CompOrder": 0,
             "Color": UInt32(LAYER_COLORS[i % len(LAYER_COLORS)]),
             "ColorMode": 0,  # direct colour
