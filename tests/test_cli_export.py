@@ -20,6 +20,7 @@ from ome_zarr_models.v05.labels import Labels
 
 import nd2gpu
 from nd2gpu import _dask as dask_module
+from nd2gpu import _layers as layers_module
 from nd2gpu import export
 from nd2gpu._write import ome_tiff
 from nd2gpu._write.outputs import OutputRefusedError, check_output
@@ -437,13 +438,13 @@ def test_tiff_bigtiff_above_the_limit(make_nd2, tmp_path, capsys, monkeypatch):
 def test_tiff_streams_frames_in_batches(make_nd2, tmp_path, capsys, monkeypatch):
     path, _ = make_nd2(loops=(("T", 7),), layers=("a", "b"))
     batches = []
-    decode = dask_module.decode_block
+    decode = layers_module.decode_block
 
     def recording(plan, *args, **kwargs):
         batches.append(plan.n_jobs)
         return decode(plan, *args, **kwargs)
 
-    monkeypatch.setattr(dask_module, "decode_block", recording)
+    monkeypatch.setattr(layers_module, "decode_block", recording)
     code, _, err = run(capsys, "export", path, tmp_path / "o.tif", "--batch-frames", 3)
     assert code == 0, err
     assert batches == [3, 3, 1, 3, 3, 1]

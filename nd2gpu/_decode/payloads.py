@@ -22,6 +22,9 @@ from .plan import DecodePlan
 
 #: Frames of a remote call fetched together, in one coalesced, concurrent request.
 PREFETCH_FRAMES = 64
+#: A zlib stream (RFC 1950): a 2-byte header, raw DEFLATE, a big-endian Adler-32.
+ZLIB_HEADER_BYTES = 2
+ADLER_BYTES = 4
 
 #: A buffer holding one frame's zlib stream (a view of the file where possible).
 Payload = Any
@@ -98,6 +101,28 @@ class CallPayloads:
                 continue
             out += self._window(w)[max(lo, a) - a : min(hi, b) - a]
         return out, self._errors_in(lo, hi)
+
+    def raw_deflate(self, lo: int, hi: int) -> list[tuple[Payload, int] | None]:
+        """Jobs ``lo:hi``'s raw DEFLATE streams and the Adler-32 each must
+        inflate to: a payload without its 2-byte zlib header and its 4-byte
+        trailer (what a GPU inflater such as nvCOMP decodes; see
+        docs/architecture.md). None for a frame without a mask, or a payload
+        too short to be a zlib stream (the CPU path reports it).
+        """
+        views, _ = self.views(lo, hi)
+        out: list[tuple[Payload, int] | None] = []
+        for view in views:
+            if view is None or len(view) < ZLIB_HEADER_BYTES + ADLER_BYTES:
+                out.append(None)
+                continue
+            trailer = bytes(view[len(view) - ADLER_BYTES :])
+            out.append(
+                (
+                    view[ZLIB_HEADER_BYTES : len(view) - ADLER_BYTES],
+                    int.from_bytes(trailer, "big"),
+                )
+            )
+        return out
 
     def _errors_in(self, lo: int, hi: int) -> dict[int, DecodeError] | None:
         if not self._errors:
