@@ -22,11 +22,20 @@ import numpy as np
 from numba import njit
 
 from nd2gpu._format.mask_stream import (
+    H_NCOLS,
+    H_NMASKS,
+    H_NROWS,
+    H_VERSION,
     HEADER_WORDS,
+    MASK_ID_WORD,
     MASK_ROWS_WORD,
     MASK_WORDS,
     MAX_LABEL,
+    ROW_NRUNS_WORD,
+    ROW_ROW_WORD,
     ROW_WORDS,
+    RUN_COL_WORD,
+    RUN_LENGTH_WORD,
     RUN_WORDS,
 )
 
@@ -115,14 +124,14 @@ def walk_frame(
     if n_bytes < 4 * HEADER_WORDS:
         result[R_STATUS] = HEADER_TRUNCATED
         return HEADER_TRUNCATED
-    result[R_VERSION] = words[0]
-    result[R_NCOLS] = words[1]
-    result[R_NROWS] = words[2]
-    if np.int64(words[2]) != nrows or np.int64(words[1]) != ncols:
+    result[R_VERSION] = words[H_VERSION]
+    result[R_NCOLS] = words[H_NCOLS]
+    result[R_NROWS] = words[H_NROWS]
+    if np.int64(words[H_NROWS]) != nrows or np.int64(words[H_NCOLS]) != ncols:
         result[R_STATUS] = SHAPE_MISMATCH
-        result[R_WORD] = 1
+        result[R_WORD] = H_NCOLS
         return SHAPE_MISMATCH
-    nmasks = np.int64(words[3])
+    nmasks = np.int64(words[H_NMASKS])
     nrows = np.int64(nrows)
     ncols = np.int64(ncols)
     pos = np.int64(HEADER_WORDS)
@@ -136,7 +145,7 @@ def walk_frame(
             status, word = TRUNCATED, pos
             break
         mask_pos = pos
-        roi_id = np.int64(words[pos])
+        roi_id = np.int64(words[pos + MASK_ID_WORD])
         mask_rows = np.int64(words[pos + MASK_ROWS_WORD])
         pos += MASK_WORDS
         for _r in range(mask_rows):
@@ -144,8 +153,8 @@ def walk_frame(
                 status, word = TRUNCATED, pos
                 break
             row_pos = pos
-            row = np.int64(words[pos])
-            nruns = np.int64(words[pos + 1])
+            row = np.int64(words[pos + ROW_ROW_WORD])
+            nruns = np.int64(words[pos + ROW_NRUNS_WORD])
             pos += ROW_WORDS
             if nruns == 0:
                 continue
@@ -161,8 +170,8 @@ def walk_frame(
             label = np.uint16(roi_id)
             row_base = row * ncols
             for _s in range(nruns):
-                col = np.int64(words[pos])
-                length = np.int64(words[pos + 1])
+                col = np.int64(words[pos + RUN_COL_WORD])
+                length = np.int64(words[pos + RUN_LENGTH_WORD])
                 pos += RUN_WORDS
                 if col >= ncols or length == 0:
                     continue

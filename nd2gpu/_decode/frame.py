@@ -8,7 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._errors import DecodeError
-from .._format.mask_stream import HEADER_BYTES, STREAM_VERSION
+from .._format.mask_stream import (
+    H_NCOLS,
+    H_NMASKS,
+    H_NROWS,
+    H_VERSION,
+    HEADER_BYTES,
+    STREAM_VERSION,
+)
 from .._limits import MAX_FRAME_PIXELS
 from ..kernels import _parse_kernels as pk
 from .inflate import read_header
@@ -40,8 +47,14 @@ def parse_header(payload: bytes | memoryview) -> FrameHeader:
     DecodeError
         If the stream is corrupt, too short, or claims an impossibly large frame.
     """
-    version, ncols, nrows, nmasks = (int(w) for w in read_header(payload)[:4])
-    header = FrameHeader(version, nrows, ncols, nmasks)
+    words = read_header(payload)
+    header = FrameHeader(
+        int(words[H_VERSION]),
+        int(words[H_NROWS]),
+        int(words[H_NCOLS]),
+        int(words[H_NMASKS]),
+    )
+    nrows, ncols = header.shape
     if header.n_pixels > MAX_FRAME_PIXELS:
         raise DecodeError(
             f"header claims a {nrows}x{ncols} frame, more than the "

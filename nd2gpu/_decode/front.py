@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import DecodeError
-from .._format.mask_stream import HEADER_BYTES
+from .._format.mask_stream import H_NCOLS, H_NROWS, HEADER_BYTES, HEADER_WORDS
 from ..kernels._parse_kernels import GROUP_FRAMES
 from .frame import shape_mismatch, stream_error
 from .inflate import INFLATER, corrupt_stream, over_cap, truncated_stream
@@ -39,8 +39,8 @@ Consumer = Callable[[int, Streams, np.ndarray, int], int]
 def _incomplete(d: Any, raw: bytes, cap: int, shape: tuple[int, int]) -> DecodeError:
     """The error of a stream that stopped before its end (cap, or truncated)."""
     if len(raw) >= HEADER_BYTES:
-        words = np.frombuffer(raw, "<u4", count=3)
-        got = (int(words[2]), int(words[1]))
+        words = np.frombuffer(raw, "<u4", count=HEADER_WORDS)
+        got = (int(words[H_NROWS]), int(words[H_NCOLS]))
         if got != shape:
             return shape_mismatch(got, shape)
     else:

@@ -24,10 +24,29 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .mask_stream import (
+    H_BYTES_AFTER,
+    H_NCOLS,
+    H_NMASKS,
+    H_NROWS,
+    H_VERSION,
     HEADER_WORDS,
+    MASK_BYTES_LESS_16_WORD,
+    MASK_BYTES_WORD,
+    MASK_COL0_WORD,
+    MASK_COL1_WORD,
+    MASK_ID_WORD,
     MASK_PREFIX_BYTES,
+    MASK_ROW0_WORD,
+    MASK_ROW1_WORD,
+    MASK_ROWS_WORD,
     MASK_WORDS,
     MAX_LABEL,
+    ROW_NRUNS_WORD,
+    ROW_ROW_WORD,
+    ROW_WORDS,
+    RUN_COL_WORD,
+    RUN_LENGTH_WORD,
+    RUN_WORDS,
     STREAM_VERSION,
 )
 
@@ -154,56 +173,52 @@ def encode_label_frame(labels: ArrayLike) -> bytes:
     runs_per_group = np.diff(np.append(group_first_run, n_runs))
     runs_per_mask = np.diff(np.append(mask_first_run, n_runs))
     groups_per_mask = np.diff(np.append(mask_first_group, n_groups))
-    mask_words = MASK_WORDS + 2 * groups_per_mask + 2 * runs_per_mask
+    mask_words = MASK_WORDS + ROW_WORDS * groups_per_mask + RUN_WORDS * runs_per_mask
     total_words = HEADER_WORDS + int(mask_words.sum())
 
     # Word positions: everything before an item is the frame header, the mask
     # headers, row headers and runs that precede it.
-    m9 = MASK_WORDS
     mask_pos = (
         HEADER_WORDS
-        + m9 * np.arange(n_masks)
-        + 2 * mask_first_group
-        + 2 * mask_first_run
+        + MASK_WORDS * np.arange(n_masks)
+        + ROW_WORDS * mask_first_group
+        + RUN_WORDS * mask_first_run
     )
     group_pos = (
         HEADER_WORDS
-        + m9 * (mask_of_group + 1)
-        + 2 * np.arange(n_groups)
-        + 2 * group_first_run
+        + MASK_WORDS * (mask_of_group + 1)
+        + ROW_WORDS * np.arange(n_groups)
+        + RUN_WORDS * group_first_run
     )
     run_pos = (
         HEADER_WORDS
-        + m9 * (mask_of_run + 1)
-        + 2 * (group_of_run + 1)
-        + 2 * np.arange(n_runs)
+        + MASK_WORDS * (mask_of_run + 1)
+        + ROW_WORDS * (group_of_run + 1)
+        + RUN_WORDS * np.arange(n_runs)
     )
 
     out = np.zeros(total_words, dtype="<u4")
     roi_bytes = 4 * mask_words
-    out[:HEADER_WORDS] = [
-        STREAM_VERSION,
-        ncols,
-        nrows,
-        n_masks,
-        4 * (total_words - HEADER_WORDS),
-        0,
-        0,
-    ]
+    out[H_VERSION] = STREAM_VERSION
+    out[H_NCOLS] = ncols
+    out[H_NROWS] = nrows
+    out[H_NMASKS] = n_masks
+    out[H_BYTES_AFTER] = 4 * (total_words - HEADER_WORDS)
     last_run = np.append(mask_first_run[1:], n_runs) - 1
-    out[mask_pos] = run_ids[mask_first_run]
-    out[mask_pos + 1] = np.minimum.reduceat(run_cols, mask_first_run)
-    out[mask_pos + 2] = run_rows[mask_first_run]
-    out[mask_pos + 3] = np.maximum.reduceat(run_cols + run_lens - 1, mask_first_run)
-    out[mask_pos + 4] = run_rows[last_run]
-    out[mask_pos + 5] = roi_bytes
-    out[mask_pos + 6] = groups_per_mask
-    out[mask_pos + 7] = roi_bytes - 16
-    # mask_pos + 8 stays 0
-    out[group_pos] = run_rows[group_first_run]
-    out[group_pos + 1] = runs_per_group
-    out[run_pos] = run_cols
-    out[run_pos + 1] = run_lens
+    out[mask_pos + MASK_ID_WORD] = run_ids[mask_first_run]
+    out[mask_pos + MASK_COL0_WORD] = np.minimum.reduceat(run_cols, mask_first_run)
+    out[mask_pos + MASK_ROW0_WORD] = run_rows[mask_first_run]
+    out[mask_pos + MASK_COL1_WORD] = np.maximum.reduceat(
+        run_cols + run_lens - 1, mask_first_run
+    )
+    out[mask_pos + MASK_ROW1_WORD] = run_rows[last_run]
+    out[mask_pos + MASK_BYTES_WORD] = roi_bytes
+    out[mask_pos + MASK_ROWS_WORD] = groups_per_mask
+    out[mask_pos + MASK_BYTES_LESS_16_WORD] = roi_bytes - 16
+    out[group_pos + ROW_ROW_WORD] = run_rows[group_first_run]
+    out[group_pos + ROW_NRUNS_WORD] = runs_per_group
+    out[run_pos + RUN_COL_WORD] = run_cols
+    out[run_pos + RUN_LENGTH_WORD] = run_lens
     return out.tobytes()
 
 
