@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from nd2gpu.kernels._cuda_registry import ARCHITECTURES, KERNELS
+from cuda_architectures import ARCHITECTURES
+
+from nd2gpu.kernels._cuda_registry import KERNELS
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import FEW, REAL_GPU, SMALL_LAUNCH, needs_cuda, paint, run_batches
-from nd2gpu.kernels._overlap_kernels import make_non_overlapping
-from nd2gpu.kernels._run_table import RunTable
 from numba import cuda
 
 from nd2gpu._backends.cuda import arrays
 from nd2gpu._backends.cuda import expander as expander_module
+from nd2gpu.kernels._overlap_kernels import make_non_overlapping
+from nd2gpu.kernels._run_table import RunTable
 
 pytestmark = pytest.mark.usefixtures("fast_thread_switching")
 

@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import FEW, SMALL_LAUNCH, needs_cuda, paint, run_batches
+from numba import cuda
+
 from nd2gpu.kernels._expand_cuda import expand_runs
 from nd2gpu.kernels._overlap_kernels import make_non_overlapping
 from nd2gpu.kernels._run_table import RunTable
-from numba import cuda
 
 pytestmark = pytest.mark.usefixtures("fast_thread_switching")
 

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cuda_architectures import ARCHITECTURES, architecture, launch_problems
 from kernel_cases import SMALL_LAUNCH, needs_cuda
+from numba import cuda
+from numba.core import types
+
+from nd2gpu._backends.cuda import arrays
+from nd2gpu._backends.cuda import expander as expander_module
 from nd2gpu.kernels import _expand_cuda
 from nd2gpu.kernels._cuda_registry import (
-    ARCHITECTURES,
     INT32_MAX,
     KERNELS,
     MAX_GRID_X,
     SHARED_PER_BLOCK,
     DeviceShape,
-    architecture,
     check_arguments,
-    launch_problems,
     resident_blocks,
 )
 from nd2gpu.kernels._expand_cuda import (
@@ -35,11 +38,6 @@ from nd2gpu.kernels._expand_cuda import (
     expand_runs,
 )
 from nd2gpu.kernels._run_table import RunTable
-from numba import cuda
-from numba.core import types
-
-from nd2gpu._backends.cuda import arrays
-from nd2gpu._backends.cuda import expander as expander_module
 
 CASES = [
     (entry, problem, arch)

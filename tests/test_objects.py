@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from nd2_surgery import rewrite
-from nd2gpu.kernels import _objects_kernels as ok
 from skimage.measure import regionprops_table as skimage_table
 from streams import payload, stream_words
 
@@ -37,6 +36,7 @@ from nd2gpu._objects import (
     PROPERTY_COLUMNS,
 )
 from nd2gpu._objects import cpu as _objects
+from nd2gpu.kernels import _objects_kernels as ok
 
 ALL = DEFAULT_PROPERTIES + INTENSITY_PROPERTIES
 PREFIX = b"\x00\x00\x00\x00"

@@ -17,7 +17,6 @@ import pytest
 from fuzz_mutations import delete_bytes, flip_bits, insert_bytes, set_words
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nd2gpu.kernels import _objects_kernels as ok
 from streams import payload, stream_words
 from test_objects import assert_tables_equal, measure, reference_table, write_streams
 
@@ -27,6 +26,7 @@ from nd2gpu._decode import inflate as _inflate
 from nd2gpu._decode.mask_source import MaskSource
 from nd2gpu._objects import cpu as _objects
 from nd2gpu._objects.jobs import ObjectJob
+from nd2gpu.kernels import _objects_kernels as ok
 
 
 def reference(data: bytes) -> tuple[str, int] | np.ndarray:

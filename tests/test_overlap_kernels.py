@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from kernel_cases import MANY, brute_force_overlap, coverage, paint, run_batches
+
 from nd2gpu.kernels._overlap_kernels import (
     frame_has_overlap,
     make_non_overlapping,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from nd2gpu.kernels._run_table import RunTable, as_frame_bounds
 
 
