@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from . import _limits
+from ._limits import physical_memory
 
 #: Ranges closer than this are fetched as one request (the bytes between them are
 #: read and dropped: cheaper than another round trip).
@@ -324,7 +324,7 @@ class FsspecSource(ByteSource):
         self._whole: bytes | None = None
         protocol = self._fs.protocol
         protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
-        memory = _limits.physical_memory()
+        memory = physical_memory()
         #: Whether the server's Range support is to be checked before the first
         #: read: a whole-file answer would not fit in memory.
         self._check_ranges = (
@@ -419,7 +419,7 @@ class FsspecSource(ByteSource):
                 raise remote_error(self.name, "a range", exc) from None
             raise OSError(
                 f"{self.name}: {NO_RANGE}, and the file ({self.size} bytes) is "
-                f"larger than the {_limits.physical_memory()} bytes of memory this "
+                f"larger than the {physical_memory()} bytes of memory this "
                 f"process may use: {DOWNLOAD_HINT}"
             ) from None
         except Exception as exc:

@@ -24,7 +24,7 @@ from http_server import Files, closed_port, serving
 from test_nd2file import LAYER_ATTRS, assert_arrays_or_none_equal
 
 import nd2gpu
-from nd2gpu import _limits, _sources
+from nd2gpu import _sources
 from nd2gpu._decode.mask_source import MaskSource
 from nd2gpu._format.chunk_index import ChunkIndex
 from nd2gpu._sources import SourceSpec, coalesce, source_spec, split_blocks
@@ -287,7 +287,7 @@ def test_a_server_without_range_support_and_a_file_too_large_for_memory(
     path, expected = sample
     size = path.stat().st_size
     with nd2gpu.ND2File(no_range_url) as f, nd2gpu.ND2File(url) as good:
-        monkeypatch.setattr(_limits, "physical_memory", lambda: size // 2)
+        monkeypatch.setattr(_sources, "physical_memory", lambda: size // 2)
         err = _decode_error(lambda: f.binary_data, OSError, no_range_url)
         assert "does not support range requests" in str(err)
         assert "download the file first" in str(err)

@@ -8,7 +8,8 @@ launch's block size, and fit its shared memory (static + the launch's dynamic)
 in what a block gets without opt-in. That runs in subprocesses with numba's
 simulator off (this process has it on: tests/conftest.py); nothing here is
 skipped without a GPU. Only the checks against a real device's attributes need
-one. The builds are tools/cuda_ptx.py's (repository tooling, not in the wheel).
+one. The builds are tools/cuda_ptx.py's (repository tooling, not in the wheel);
+the tests that need the CUDA toolchain (the ``ptx`` extra) are marked ``ptx``.
 """
 
 from __future__ import annotations
@@ -138,11 +139,13 @@ def reports(request) -> dict[tuple[str, str], dict]:
     return {(r["kernel"], r["cc"]): r for r in built}
 
 
+@pytest.mark.ptx
 @pytest.mark.slow
 def test_every_kernel_is_built_for_every_architecture(reports):
     assert set(reports) == {(k.name, a.label) for k in KERNELS for a in ARCHITECTURES}
 
 
+@pytest.mark.ptx
 @pytest.mark.slow
 @pytest.mark.parametrize("cc", [a.label for a in ARCHITECTURES])
 @pytest.mark.parametrize("kernel", [k.name for k in KERNELS])
@@ -186,6 +189,7 @@ CANARIES = textwrap.dedent(
 )
 
 
+@pytest.mark.ptx
 @pytest.mark.slow
 def test_the_checks_catch_narrowing_and_spills():
     """The typed-IR and ptxas checks find what they look for: a kernel that
@@ -214,6 +218,7 @@ def test_the_checks_catch_narrowing_and_spills():
     assert any("spills" in p for p in check_build(report))
 
 
+@pytest.mark.ptx
 def test_ptxas_is_found():
     assert os.access(cuda_ptx.find_ptxas(), os.X_OK)
 
@@ -238,6 +243,7 @@ def test_ptx_headers_are_read():
     assert cuda_ptx.ptx_target(header) is None
 
 
+@pytest.mark.ptx
 @pytest.mark.slow
 def test_a_build_for_another_architecture_fails_loudly():
     """numba-cuda quietly compiles for the closest architecture its CUDA knows

@@ -17,11 +17,12 @@ import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .._device import DeviceRequest
 from .._layers import BinaryLayer
 from .._nd2file import ND2File
+from .._sources import source_spec
 from .atomic import staged_path
 from .layer_frames import DEFAULT_BATCH_FRAMES, ProgressFactory, progress_bar
 from .ome_tiff import TIFF_SUFFIXES, split_paths, tiff_series, write_ome_tiff
@@ -70,13 +71,14 @@ def export_labels(
     split: bool = False,
     progress: ProgressFactory | None = None,
     note: Callable[[str], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> str:
     """Write every binary layer of ``path`` that has a mask to ``out``.
 
     Parameters
     ----------
-    path : path-like
-        The ND2 file.
+    path : path-like or URL
+        The ND2 file: a local path, a ``file://`` URL, or any URL fsspec reads.
     out : path-like
         The output: OME-Zarr when it ends in ``.zarr``, OME-TIFF when it ends in
         ``.ome.tif``, ``.ome.tiff``, ``.tif`` or ``.tiff`` (unless ``fmt`` says).
@@ -103,6 +105,8 @@ def export_labels(
         updated as they are written. None: no progress.
     note : callable, optional
         Called with a line about each layer left out (no mask in any frame).
+    storage_options : dict, optional
+        fsspec's options for a URL.
 
     Returns
     -------
@@ -124,18 +128,20 @@ def export_labels(
         layers or without any mask, or loops that do not fit the format.
     """
     out = Path(out)
-    path = Path(path)
+    spec = source_spec(path, storage_options)
+    # The local file read, which the output may never be (a URL is never one).
+    inputs = [Path(spec.target)] if spec.kind == "local" else []
     kind = export_format(out, fmt)
     if kind == "tiff" and (labels_only or chunks != "auto"):
         raise ValueError("labels only and chunks apply to OME-Zarr exports only")
     if kind == "zarr" and split:
         raise ValueError("split applies to OME-TIFF exports only")
     # With split, OUT only names the files written beside it.
-    check_output(path, out, overwrite=overwrite or split, tree=kind == "zarr")
-    if path.is_dir():
+    check_output(inputs, out, overwrite=overwrite or split, tree=kind == "zarr")
+    if any(p.is_dir() for p in inputs):
         raise IsADirectoryError(f"{path}: is a directory, not an ND2 file")
     opener = ExportFile if kind == "zarr" else ND2File
-    with opener(path, device=device) as f:
+    with opener(path, device=device, storage_options=storage_options) as f:
         layers = _layers_with_masks(f, path, note)
         if kind == "zarr":
             assert isinstance(f, ExportFile)
@@ -152,13 +158,13 @@ def export_labels(
                     progress=progress,
                 )
         return _export_tiff(
-            f, layers, out, path, overwrite, split, position, device, batch_frames,
+            f, layers, out, inputs, overwrite, split, position, device, batch_frames,
             progress,
         )  # fmt: skip
 
 
 def _layers_with_masks(
-    f: ND2File, path: Path, note: Callable[[str], None] | None
+    f: ND2File, path: str | os.PathLike[str], note: Callable[[str], None] | None
 ) -> list[BinaryLayer]:
     all_layers = (
         f.layers()
@@ -182,7 +188,7 @@ def _export_tiff(
     f: ND2File,
     layers: list[BinaryLayer],
     out: Path,
-    path: Path,
+    inputs: list[Path],
     overwrite: bool,
     split: bool,
     position: int | None,
@@ -194,7 +200,7 @@ def _export_tiff(
     targets = split_paths(out, layers) if split else [out]
     if split:
         for target in targets:
-            check_output(path, target, overwrite=overwrite)
+            check_output(inputs, target, overwrite=overwrite)
     total = sum(len(s.frames) * len(s.layers) for series in files for s in series)
     with progress_bar(progress, total) as done, contextlib.ExitStack() as stack:
         for target, series in zip(targets, files, strict=True):

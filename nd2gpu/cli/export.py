@@ -9,16 +9,20 @@ from typing import Any
 from .._write.export import export_format, export_labels
 from .._write.layer_frames import DEFAULT_BATCH_FRAMES
 from .common import (
+    Input,
     UsageError,
     add_common,
     add_device_option,
+    add_inputs,
     add_sample,
     device_request,
+    inputs,
+    naming,
     nonnegative_int,
     note,
     positive_int,
     progress_factory,
-    sample_path,
+    storage_options,
 )
 
 DESCRIPTION = """\
@@ -59,9 +63,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "paths",
         nargs="*",
         metavar="FILE OUT",
-        help="the ND2 file and the output path (only OUT with --sample)",
+        help="the ND2 file (a path or URL) and the output path (only OUT with "
+        "--sample)",
     )
     add_sample(p)
+    add_inputs(p)
     p.add_argument(
         "--format", choices=("zarr", "tiff"), help="output format (default: from OUT)"
     )
@@ -103,9 +109,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help=f"frames decoded at a time (default {DEFAULT_BATCH_FRAMES})",
     )
-    add_device_option(
-        p, default="auto", help="where to decode (default: auto, the GPU when usable)"
-    )
+    add_device_option(p, what="where to decode")
     add_common(p, quiet="no progress bar, notes or summary")
     p.set_defaults(func=run)
     return p
@@ -116,17 +120,17 @@ def run(args: argparse.Namespace) -> int:
     if args.sample:
         if len(args.paths) != 1:
             raise UsageError("export --sample takes one path: OUT")
-        with sample_path() as path:
-            return _export(args, path, Path(args.paths[0]))
-    if len(args.paths) != 2:
+    elif len(args.paths) != 2:
         raise UsageError(
             "export takes two paths, FILE OUT (got "
             f"{len(args.paths)}); use --sample OUT for the sample file"
         )
-    return _export(args, Path(args.paths[0]), Path(args.paths[1]))
+    *files, out = args.paths
+    with inputs(files, args.sample, storage_options(args)) as (item,):
+        return _export(args, item, Path(out))
 
 
-def _export(args: argparse.Namespace, path: Path, out: Path) -> int:
+def _export(args: argparse.Namespace, item: Input, out: Path) -> int:
     try:
         kind = export_format(out, args.format)
     except ValueError as e:
@@ -135,20 +139,22 @@ def _export(args: argparse.Namespace, path: Path, out: Path) -> int:
         raise UsageError("--labels-only and --chunks apply to OME-Zarr (.zarr) only")
     if kind == "zarr" and args.split:
         raise UsageError("--split applies to OME-TIFF only")
-    what = export_labels(
-        path,
-        out,
-        fmt=kind,
-        batch_frames=args.batch_frames,
-        device=device_request(args),
-        overwrite=args.overwrite,
-        position=args.position,
-        chunks=args.chunks,
-        labels_only=args.labels_only,
-        split=args.split,
-        progress=progress_factory("export", "plane", enabled=not args.quiet),
-        note=None if args.quiet else note,
-    )
+    with naming(item, writes=True):
+        what = export_labels(
+            item.source,
+            out,
+            storage_options=item.open_kwargs.get("storage_options"),
+            fmt=kind,
+            batch_frames=args.batch_frames,
+            device=device_request(args),
+            overwrite=args.overwrite,
+            position=args.position,
+            chunks=args.chunks,
+            labels_only=args.labels_only,
+            split=args.split,
+            progress=progress_factory("export", "plane", enabled=not args.quiet),
+            note=None if args.quiet else note,
+        )
     if not args.quiet:
         print(f"wrote {out}: {what}")
     return 0
