@@ -108,7 +108,9 @@ def process_cluster():
             n_workers=2,
             processes=True,
             threads_per_worker=1,
-            dashboard_address=None,
+            # A free port for the scheduler's HTTP server (None still takes
+            # 8787, which a concurrent test run may hold).
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         ) as cluster,
         distributed.Client(cluster, set_as_default=False) as client,
