@@ -1,8 +1,8 @@
 """What users of the installed package see: its namespace and its types.
 
 These run against whichever nd2gpu is imported: the editable install of the
-README's set-up, or the wheel and the sdist that .ci/run installs into fresh
-environments.
+README's developer set-up, or the package installed as users install it, which
+.ci/run tests from a fresh environment.
 """
 
 from __future__ import annotations
