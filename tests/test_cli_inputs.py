@@ -93,6 +93,23 @@ def test_objects_of_a_url_equal_those_of_the_path(served, tmp_path, capsys):
     assert table.read_text() == local
 
 
+def test_any_fsspec_url(served, capsys):
+    """Not only HTTP: any file system fsspec knows (here its in-memory one)."""
+    import fsspec
+
+    path, _, _ = served
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/nd2gpu-cli/cells.nd2", path.read_bytes())
+    try:
+        code, local, err = run(capsys, "objects", path)
+        assert code == 0, err
+        code, remote, err = run(capsys, "objects", "memory://nd2gpu-cli/cells.nd2")
+        assert code == 0, err
+        assert remote == local
+    finally:
+        fs.rm("/nd2gpu-cli/cells.nd2")
+
+
 def test_export_of_a_url(served, tmp_path, capsys):
     pytest.importorskip("yaozarrs")
     path, url, _ = served
