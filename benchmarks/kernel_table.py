@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nd2gpu.kernels._cuda_ptx import check_build, launches, run_builds
-from nd2gpu.kernels._cuda_registry import (
-    ARCHITECTURES,
-    KERNELS,
-    architecture,
-    occupancy,
-)
+# The build tooling (tools/: not in the wheel).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from cuda_architectures import ARCHITECTURES, architecture, occupancy
+from cuda_ptx import check_build, launches, run_builds
+
+from nd2gpu.kernels._cuda_registry import KERNELS
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -12,8 +12,8 @@ Examples
 ...     masks = np.asarray(f.binary_data)  # (n_layers, *coords, Y, X) uint16
 """
 
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+import importlib.metadata as _metadata
+import typing as _std_typing  # not _typing: that is nd2gpu._typing
 
 from nd2 import AXIS, imread, is_legacy, is_supported_file, rescue_nd2, structures
 
@@ -27,8 +27,8 @@ from ._write.export import export
 from ._write.nd2_writer import write_nd2
 
 try:
-    __version__ = version("nd2gpu")
-except PackageNotFoundError:  # pragma: no cover - not installed
+    __version__ = _metadata.version("nd2gpu")
+except _metadata.PackageNotFoundError:  # pragma: no cover - not installed
     __version__ = "unknown"
 
 __all__ = [
@@ -53,9 +53,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "nd2_to_tiff":  # needs tifffile, as in nd2
-        import nd2
+if _std_typing.TYPE_CHECKING:
+    from nd2 import nd2_to_tiff
+else:
 
-        return nd2.nd2_to_tiff
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> object:
+        if name == "nd2_to_tiff":  # imported on use: it needs tifffile, as in nd2
+            import nd2
+
+            return nd2.nd2_to_tiff
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,10 @@ them (a path, or a URL and its storage options); ``SourceSpec.open()`` gives a
 - ``FileObjectSource``: ``seek``/``read`` on an open binary file object
   (``io.BytesIO``, ``gzip`` files, ...) under a lock; not picklable;
 - ``FsspecSource``: range requests through fsspec (``http(s)://``, ``s3://``,
-  ``memory://``, ...), many ranges coalesced and fetched concurrently.
+  ``memory://``, ...), many ranges coalesced and fetched concurrently. A server
+  that ignores Range (``python -m http.server``, many static hosts) answers with
+  the whole file: it is kept, once, and read from memory (with a warning), if
+  this process's memory can hold it.
 
 Reads never return fewer bytes than asked for: a short read is an ``OSError``
 naming the file.
@@ -23,6 +26,7 @@ import mmap
 import os
 import re
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
@@ -33,6 +37,8 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from ._limits import physical_memory
+
 #: Ranges closer than this are fetched as one request (the bytes between them are
 #: read and dropped: cheaper than another round trip).
 COALESCE_GAP = 64 << 10
@@ -40,6 +46,14 @@ COALESCE_GAP = 64 << 10
 COALESCE_MAX_BLOCK = 32 << 20
 
 REMOTE_HINT = 'install the "remote" extra: pip install "nd2gpu[remote]"'
+#: The protocols whose servers may ignore Range (other fsspec file systems
+#: always honour it).
+RANGE_OPTIONAL_PROTOCOLS = ("http", "https")
+NO_RANGE = "the server does not support range requests"
+DOWNLOAD_HINT = (
+    "download the file first (e.g. curl -O URL, or fsspec.get(URL, PATH)) and open "
+    "the local copy"
+)
 
 Range = tuple[int, int]
 
@@ -319,7 +333,14 @@ _VERSION_KEYS = ("ETag", "etag", "Last-Modified", "LastModified", "mtime", "crea
 
 
 class FsspecSource(ByteSource):
-    """A file on any fsspec file system, read in (coalesced, concurrent) ranges."""
+    """A file on any fsspec file system, read in (coalesced, concurrent) ranges.
+
+    A server that answers a range request with the whole file (it ignores
+    Range) has that answer kept: every later read comes from memory, and one
+    warning says so. A file larger than this process's memory is checked before
+    its first read instead (one small range request): there such a server is an
+    ``OSError`` saying to download the file first.
+    """
 
     remote = True
 
@@ -337,6 +358,19 @@ class FsspecSource(ByteSource):
         self.size = int(size)
         self._identity = (self.size, *(str(info.get(k)) for k in _VERSION_KEYS))
         self._closed = False
+        self._lock = threading.Lock()
+        #: The whole file, where the server sent it for a range request.
+        self._whole: bytes | None = None
+        protocol = self._fs.protocol
+        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+        memory = physical_memory()
+        #: Whether the server's Range support is to be checked before the first
+        #: read: a whole-file answer would not fit in memory.
+        self._check_ranges = (
+            any(p in RANGE_OPTIONAL_PROTOCOLS for p in protocols)
+            and memory is not None
+            and self.size > memory
+        )
 
     def read(self, start: int, stop: int) -> bytes:
         return self.read_many([(start, stop)])[0]
@@ -346,10 +380,14 @@ class FsspecSource(ByteSource):
     ) -> list[bytes]:
         if self._closed:
             raise ValueError(f"ND2 file {self.name!r} is closed")
+        if self._whole is not None:
+            return self._cut(self._whole, ranges)
         wanted = [(a, b) for a, b in ranges if a < b]
         blocks = coalesce(wanted, max_gap, COALESCE_MAX_BLOCK)
         if not blocks:
             return [b""] * len(ranges)
+        if self._check_ranges:
+            self._require_ranges()
         what = (
             f"bytes {blocks[0][0]}-{blocks[0][1]}"
             if len(blocks) == 1
@@ -371,10 +409,61 @@ class FsspecSource(ByteSource):
         for (start, stop), got in zip(blocks, data, strict=True):
             if isinstance(got, BaseException):
                 raise remote_error(self.name, f"bytes {start}-{stop}", got) from None
+            if len(got) > stop - start:
+                return self._cut(self._keep_whole(got, start, stop), ranges)
             if len(got) != stop - start:
                 raise self._short(start, stop, len(got))
         pieces = iter(split_blocks(wanted, blocks, data))
         return [next(pieces) if a < b else b"" for a, b in ranges]
+
+    def _cut(self, data: bytes, ranges: Sequence[Range]) -> list[bytes]:
+        """The bytes of each of ``ranges`` of the whole file ``data``."""
+        for start, stop in ranges:
+            if stop > len(data):
+                raise self._short(start, stop, max(0, len(data) - start))
+        return [data[a:b] for a, b in ranges]
+
+    def _keep_whole(self, body: bytes, start: int, stop: int) -> bytes:
+        """Keep ``body``, the answer to a request for ``[start, stop)`` that
+        holds more: the whole file, where the server ignores Range."""
+        if len(body) != self.size:
+            raise OSError(
+                f"{self.name}: {NO_RANGE} (asked for {stop - start} bytes at offset "
+                f"{start}, it sent {len(body)} of the file's {self.size}): "
+                f"{DOWNLOAD_HINT}"
+            )
+        with self._lock:
+            if self._whole is None:
+                self._whole = bytes(body)
+                warnings.warn(
+                    f"{self.name}: {NO_RANGE} (it sent all {self.size} bytes of the "
+                    f"file for {stop - start} of them): nd2gpu keeps the file in "
+                    "memory and reads it from there",
+                    stacklevel=2,
+                )
+            return self._whole
+
+    def _require_ranges(self) -> None:
+        """Check, with one small range request, that the server honours Range
+        (fsspec's ranged file refuses an answer that is not the range, before
+        reading its body)."""
+        try:
+            with self._fs.open(
+                self._path, "rb", cache_type="none", size=self.size
+            ) as fh:
+                fh.seek(self.size - 1)
+                fh.read(1)
+        except ValueError as exc:
+            if "range" not in str(exc).lower():
+                raise remote_error(self.name, "a range", exc) from None
+            raise OSError(
+                f"{self.name}: {NO_RANGE}, and the file ({self.size} bytes) is "
+                f"larger than the {physical_memory()} bytes of memory this "
+                f"process may use: {DOWNLOAD_HINT}"
+            ) from None
+        except Exception as exc:
+            raise remote_error(self.name, "a range", exc) from None
+        self._check_ranges = False
 
     def identity(self) -> tuple[Any, ...]:
         return self._identity
@@ -385,6 +474,7 @@ class FsspecSource(ByteSource):
 
     def close(self) -> None:
         self._closed = True
+        self._whole = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,22 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _cuda_driver_present():
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import nd2gpu  # noqa: E402
+import nd2gpu.kernels  # noqa: E402
 from nd2gpu._write.nd2_writer import write_nd2  # noqa: E402
+
+# .ci/run tests the installed wheel and sdist with ND2GPU_TEST_INSTALLED=1: then
+# nd2gpu must come from site-packages, not from a source tree on sys.path.
+if os.environ.get("ND2GPU_TEST_INSTALLED") == "1":
+    import sysconfig
+
+    _site = os.path.realpath(sysconfig.get_paths()["purelib"])
+    for _module in (nd2gpu, nd2gpu.kernels):
+        if not os.path.realpath(_module.__file__ or "").startswith(_site + os.sep):
+            raise RuntimeError(
+                f"ND2GPU_TEST_INSTALLED=1, but {_module.__name__} is imported from "
+                f"{_module.__file__}, not from {_site}"
+            )
 
 
 def random_labels(
@@ -93,7 +108,9 @@ def process_cluster():
             n_workers=2,
             processes=True,
             threads_per_worker=1,
-            dashboard_address=None,
+            # A free port for the scheduler's HTTP server (None still takes
+            # 8787, which a concurrent test run may hold).
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         ) as cluster,
         distributed.Client(cluster, set_as_default=False) as client,

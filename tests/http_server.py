@@ -1,5 +1,6 @@
-"""A loopback HTTP server for remote-reading tests: Range requests, byte counts,
-and failures on purpose (404, a response cut off mid-body, a file that changes).
+"""A loopback HTTP server for remote-reading tests: Range requests (or a server
+that ignores them, as ``python -m http.server`` does), byte counts, and failures
+on purpose (404, a response cut off mid-body, a file that changes).
 
 Serves in-memory files only, on 127.0.0.1, from daemon threads; every request is
 answered or refused at once, so no test can hang on it.
@@ -34,9 +35,13 @@ class Files:
     """What the server serves, how it fails, and what it was asked."""
 
     content: dict[str, bytes] = field(default_factory=dict)
-    #: path -> "404" (not found) or "drop" (headers, then half the body, then
-    #: the connection is closed).
+    #: path -> "404" (not found), "drop" (headers, then half the body, then
+    #: the connection is closed) or "long" (a range answered from its start to
+    #: the end of the file).
     failures: dict[str, str] = field(default_factory=dict)
+    #: False: Range headers are ignored, every GET answered with the whole file
+    #: (status 200, no Accept-Ranges), as by ``python -m http.server``.
+    honour_range: bool = True
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -82,7 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, b"not found", {}, body)
             return
         status, start, stop = 200, 0, len(data)
-        if header:
+        if header and files.honour_range:
             m = _RANGE.match(header.strip())
             if m is None:
                 self._reply(400, b"bad range", {}, body)
@@ -96,7 +101,9 @@ class _Handler(BaseHTTPRequestHandler):
             stop = min(stop, len(data))
             status = 206
             request.range = (start, stop)
-        extra = {"Accept-Ranges": "bytes"}
+            if failure == "long":
+                stop = len(data)
+        extra = {"Accept-Ranges": "bytes"} if files.honour_range else {}
         if status == 206:
             extra["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
         payload = data[start:stop]

@@ -17,20 +17,26 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"nd2gpu": ROOT / "nd2gpu", "nd2gpu.kernels": ROOT / "kernels"}
+import nd2gpu
+import nd2gpu.kernels
+
+#: The folders of the package that is imported: the source tree (where
+#: nd2gpu/kernels is a link to kernels/, which rglob does not follow) or an
+#: installed copy.
+PACKAGES = {
+    "nd2gpu": Path(nd2gpu.__file__).parent,
+    "nd2gpu.kernels": Path(nd2gpu.kernels.__file__).parent,
+}
 
 
 def module_files() -> dict[str, Path]:
-    """Module name -> file, for nd2gpu (kernels/ installed as nd2gpu.kernels)."""
+    """Module name -> file, for nd2gpu and nd2gpu.kernels."""
     files = {}
     for package, folder in PACKAGES.items():
         for path in folder.rglob("*.py"):
             parts = path.relative_to(folder).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            if parts and parts[0] in ("data",):  # scripts, not library code
-                continue
             files[".".join((package, *parts))] = path
     return files
 

@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from nd2gpu.kernels._cuda_registry import ARCHITECTURES, KERNELS
+from cuda_architectures import ARCHITECTURES
+
+from nd2gpu.kernels._cuda_registry import KERNELS
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -103,6 +105,7 @@ def test_gpu_benchmark_refuses_the_simulator_without_dry_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ptx
 def test_kernel_table_runs(tmp_path):
     done = run_script("kernel_table.py", "--cc", "8.6", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 from cli_support import run
 from nd2_surgery import rewrite
@@ -17,15 +19,11 @@ from nd2gpu.cli import sample_path
 
 
 def test_sample_matches_make_sample(tmp_path):
-    """The shipped sample is what make_sample.py writes, byte for byte."""
-    import importlib.util
+    """The shipped sample is what tools/make_sample.py writes, byte for byte."""
+    import make_sample
 
     with sample_path() as sample:
-        script = sample.with_name("make_sample.py")
-        spec = importlib.util.spec_from_file_location("make_sample", script)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.main([str(tmp_path / "again.nd2")])
+        make_sample.main([str(tmp_path / "again.nd2")])
         assert (tmp_path / "again.nd2").read_bytes() == sample.read_bytes()
         assert sample.stat().st_size < 200_000
 
@@ -120,6 +118,34 @@ def test_errors_are_one_line(make_nd2, tmp_path, capsys, make_input, message, co
     assert message in err
     assert "Traceback" not in err and out == ""
     assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "advice"),
+    [
+        (["export", "{file}", "{file}", "--format", "zarr"], ".zarr or .ome.tif"),
+        (["export", "{file}", "{dir}/o.nd2", "--format", "tiff"], ".zarr or .ome.tif"),
+        (["objects", "{file}", "-o", "{file}"], ".csv or .parquet"),
+        (["objects", "{file}", "-o", "{dir}/other.ND2"], ".csv or .parquet"),
+    ],
+)
+def test_refused_nd2_outputs_advise_the_command_s_outputs(
+    make_nd2, tmp_path, capsys, argv, advice
+):
+    path, _ = make_nd2()
+    args = [a.format(file=path, dir=tmp_path) for a in argv]
+    code, out, err = run(capsys, *args)
+    assert code == 2 and out == ""
+    assert f"(choose an output ending in {advice})" in err, err
+
+
+def test_bench_json_has_no_note_for_large_frames(tmp_path, capsys):
+    labels = {"a": np.ones((1, 512, 512), np.uint16)}
+    path = nd2gpu.write_nd2(tmp_path / "large.nd2", labels, loops=[("T", 1)])
+    argv = ("bench", path, "--no-nd2", "--device", "cpu", "--repeats", 1, "--json")
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert json.loads(out)["note"] is None
 
 
 def test_usage_errors(capsys):

@@ -36,6 +36,8 @@ def test_json_on_the_sample(capsys):
             or "simulator" in (result["skipped"]["cuda"])
         )
     assert "cores" in result["machine"]
+    # 64x64 frames: the note of the text output comes with the numbers.
+    assert "frames this small" in result["note"]
 
 
 def test_text_cpu_only_without_nd2(make_nd2, capsys):

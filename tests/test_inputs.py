@@ -45,15 +45,33 @@ def sample(make_nd2) -> tuple[Path, np.ndarray]:
     return path, np.stack([labels["a"], labels["b"]])
 
 
-@pytest.fixture
-def url(sample, server, request) -> str:
-    """The sample served over HTTP, at a name of this test's own."""
+@pytest.fixture(scope="module")
+def no_range_server() -> Iterator[tuple[str, Files]]:
+    """A server that ignores Range, as ``python -m http.server`` does."""
+    with serving(Files(honour_range=False)) as (base, files):
+        yield base, files
+
+
+def _served(sample, server, request) -> str:
+    """The sample served by ``server``, at a name of this test's own."""
     base, files = server
     name = "/" + re.sub(r"[^A-Za-z0-9_]", "_", request.node.name) + ".nd2"
     files.content[name] = sample[0].read_bytes()
     files.failures.pop(name, None)
     files.reset()
     return base + name
+
+
+@pytest.fixture
+def url(sample, server, request) -> str:
+    """The sample served over HTTP, at a name of this test's own."""
+    return _served(sample, server, request)
+
+
+@pytest.fixture
+def no_range_url(sample, no_range_server, request) -> str:
+    """The sample served by a server that ignores Range."""
+    return _served(sample, no_range_server, request)
 
 
 @pytest.fixture
@@ -232,6 +250,61 @@ def test_file_that_changed_size(sample, url, server):
         # The open file's reader finds its ranges cut short.
         err = _decode_error(lambda: np.asarray(layers), OSError, url)
         assert "changed" in str(err) or "cut short" in str(err)
+
+
+def test_a_server_without_range_support_sends_the_file_once(
+    sample, no_range_url, no_range_server
+):
+    """A server that answers every range request with the whole file (status
+    200): the file is read once, kept while it is open, and decodes as nd2's."""
+    path, expected = sample
+    _, files = no_range_server
+    size = path.stat().st_size
+    with nd2.ND2File(no_range_url) as ref, nd2gpu.ND2File(no_range_url) as f:
+        reference = np.asarray(ref.binary_data)
+        files.reset()  # what nd2's reader read when opening is nd2's
+        with pytest.warns(UserWarning, match="does not support range requests") as w:
+            layers = f.binary_data
+            np.testing.assert_array_equal(np.asarray(layers), reference)
+            for layer, frames in zip(layers, reference, strict=True):
+                for seq, frame in enumerate(frames.reshape(-1, *FRAME)):
+                    np.testing.assert_array_equal(layer[seq], frame)
+            layers[1].decode([5, 0, 3])
+            layers[0].regionprops_table()
+        assert len(w) == 1  # warned once
+        assert all(r.range is None for r in files.gets())  # the server ignored Range
+        assert files.bytes_sent() == size  # the file once, not once per frame
+        assert len(files.gets()) == 1
+    np.testing.assert_array_equal(reference, expected)
+
+
+def test_a_server_without_range_support_and_a_file_too_large_for_memory(
+    sample, no_range_url, no_range_server, url, monkeypatch
+):
+    """A file larger than this process's memory is not fetched whole: one small
+    range request finds that the server ignores Range, and the error says what
+    to do. A server that honours Range passes the same check."""
+    path, expected = sample
+    size = path.stat().st_size
+    with nd2gpu.ND2File(no_range_url) as f, nd2gpu.ND2File(url) as good:
+        monkeypatch.setattr(_sources, "physical_memory", lambda: size // 2)
+        err = _decode_error(lambda: f.binary_data, OSError, no_range_url)
+        assert "does not support range requests" in str(err)
+        assert "download the file first" in str(err)
+        assert f"larger than the {size // 2} bytes of memory" in str(err)
+        np.testing.assert_array_equal(np.asarray(good.binary_data), expected)
+
+
+def test_an_answer_longer_than_asked_is_not_a_short_read(sample, url, server):
+    """A server that answers a range with more than asked (from its start to the
+    end of the file): one error that says so, not "read 90112 of 65536 bytes"."""
+    _, files = server
+    files.failures["/" + url.rsplit("/", 1)[1]] = "long"
+    with nd2gpu.ND2File(url) as f:
+        err = _decode_error(lambda: f.binary_data, OSError, url)
+    assert "does not support range requests" in str(err)
+    assert re.search(r"asked for \d+ bytes at offset \d+, it sent \d+", str(err))
+    assert not re.search(r"read (\d+) of (\d+) bytes", str(err))
 
 
 def test_missing_fsspec_is_named(monkeypatch):

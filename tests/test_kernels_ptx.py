@@ -8,7 +8,8 @@ launch's block size, and fit its shared memory (static + the launch's dynamic)
 in what a block gets without opt-in. That runs in subprocesses with numba's
 simulator off (this process has it on: tests/conftest.py); nothing here is
 skipped without a GPU. Only the checks against a real device's attributes need
-one.
+one. The builds are tools/cuda_ptx.py's (repository tooling, not in the wheel);
+the tests that need the CUDA toolchain (the ``ptx`` extra) are marked ``ptx``.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
+import cuda_ptx
 import pytest
+from cuda_architectures import ARCHITECTURES, architecture, occupancy
+from cuda_ptx import check_build, launches, parse_ptxas, run_builds
 from kernel_cases import REAL_GPU
-from nd2gpu.kernels import _cuda_ptx
-from nd2gpu.kernels._cuda_ptx import check_build, launches, parse_ptxas, run_builds
-from nd2gpu.kernels._cuda_registry import (
-    ARCHITECTURES,
-    KERNELS,
-    architecture,
-    occupancy,
-)
+
+from nd2gpu.kernels._cuda_registry import KERNELS
+
+#: tools/, for the child processes that import the build tooling.
+TOOLS = str(Path(cuda_ptx.__file__).resolve().parent)
 
 NVIDIA_PTXAS = """\
 ptxas info    : 16 bytes gmem
@@ -137,11 +139,13 @@ def reports(request) -> dict[tuple[str, str], dict]:
     return {(r["kernel"], r["cc"]): r for r in built}
 
 
+@pytest.mark.ptx
 @pytest.mark.slow
 def test_every_kernel_is_built_for_every_architecture(reports):
     assert set(reports) == {(k.name, a.label) for k in KERNELS for a in ARCHITECTURES}
 
 
+@pytest.mark.ptx
 @pytest.mark.slow
 @pytest.mark.parametrize("cc", [a.label for a in ARCHITECTURES])
 @pytest.mark.parametrize("kernel", [k.name for k in KERNELS])
@@ -153,11 +157,13 @@ def test_kernel_builds_for_architecture(reports, kernel, cc):
 
 CANARIES = textwrap.dedent(
     """
-    import json, subprocess
+    import json, subprocess, sys
+    sys.path.insert(0, sys.argv[1])  # tools/
     import numpy as np
     from numba import cuda, types
-    from nd2gpu.kernels import _cuda_ptx
-    from nd2gpu.kernels._cuda_registry import KERNELS, architecture
+    import cuda_ptx
+    from cuda_architectures import architecture
+    from nd2gpu.kernels._cuda_registry import KERNELS
 
     @cuda.jit(device=True)
     def narrowing_helper(a):
@@ -170,25 +176,26 @@ CANARIES = textwrap.dedent(
         out[cuda.threadIdx.x] = small + window[0] + narrowing_helper(big)
         out[0] = cuda.syncthreads_count(big)
 
-    found = _cuda_ptx.narrowed_integers(narrowing, (types.int64[::1], types.int64))
-    clean = _cuda_ptx.narrowed_integers(
+    found = cuda_ptx.narrowed_integers(narrowing, (types.int64[::1], types.int64))
+    clean = cuda_ptx.narrowed_integers(
         KERNELS[0].python_function(), KERNELS[0].argument_types()
     )
     arch = architecture((9, 0))
-    ptx = _cuda_ptx.compile_ptx(KERNELS[0], arch.cc)
-    ptxas = _cuda_ptx.find_ptxas(_cuda_ptx.tool_release(ptx))
-    starved = _cuda_ptx.assemble(ptxas, ptx, arch, "-maxrregcount=16")
+    ptx = cuda_ptx.compile_ptx(KERNELS[0], arch.cc)
+    ptxas = cuda_ptx.find_ptxas(cuda_ptx.tool_release(ptx))
+    starved = cuda_ptx.assemble(ptxas, ptx, arch, "-maxrregcount=16")
     print(json.dumps({"found": found, "clean": clean, "starved": starved}))
     """
 )
 
 
+@pytest.mark.ptx
 @pytest.mark.slow
 def test_the_checks_catch_narrowing_and_spills():
     """The typed-IR and ptxas checks find what they look for: a kernel that
     narrows int64s, and the expansion kernel squeezed into too few registers."""
     done = subprocess.run(
-        [sys.executable, "-c", CANARIES],
+        [sys.executable, "-c", CANARIES, TOOLS],
         env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"},
         capture_output=True,
         text=True,
@@ -211,30 +218,32 @@ def test_the_checks_catch_narrowing_and_spills():
     assert any("spills" in p for p in check_build(report))
 
 
+@pytest.mark.ptx
 def test_ptxas_is_found():
-    assert os.access(_cuda_ptx.find_ptxas(), os.X_OK)
+    assert os.access(cuda_ptx.find_ptxas(), os.X_OK)
 
 
 def test_a_ptxas_older_than_nvvm_is_not_used(monkeypatch):
-    monkeypatch.setattr(_cuda_ptx, "ptxas_candidates", lambda: ["/a/ptxas", "/b/ptxas"])
+    monkeypatch.setattr(cuda_ptx, "ptxas_candidates", lambda: ["/a/ptxas", "/b/ptxas"])
     releases = {"/a/ptxas": "13.0", "/b/ptxas": "13.5"}
-    monkeypatch.setattr(_cuda_ptx, "ptxas_release", releases.get)
-    assert _cuda_ptx.find_ptxas("12.8") == "/a/ptxas"
-    assert _cuda_ptx.find_ptxas("13.2") == "/b/ptxas"
+    monkeypatch.setattr(cuda_ptx, "ptxas_release", releases.get)
+    assert cuda_ptx.find_ptxas("12.8") == "/a/ptxas"
+    assert cuda_ptx.find_ptxas("13.2") == "/b/ptxas"
     with pytest.raises(FileNotFoundError, match=r"no ptxas of CUDA 13\.9 or later"):
-        _cuda_ptx.find_ptxas("13.9")
-    monkeypatch.setattr(_cuda_ptx, "ptxas_candidates", lambda: [])
+        cuda_ptx.find_ptxas("13.9")
+    monkeypatch.setattr(cuda_ptx, "ptxas_candidates", lambda: [])
     with pytest.raises(FileNotFoundError, match="ptxas not found"):
-        _cuda_ptx.find_ptxas()
+        cuda_ptx.find_ptxas()
 
 
 def test_ptx_headers_are_read():
     header = "// Cuda compilation tools, release 13.5, V13.5.37\n.version 9.5\n"
-    assert _cuda_ptx.tool_release(header) == "13.5"
-    assert _cuda_ptx.ptx_target(header + ".target sm_120\n") == "sm_120"
-    assert _cuda_ptx.ptx_target(header) is None
+    assert cuda_ptx.tool_release(header) == "13.5"
+    assert cuda_ptx.ptx_target(header + ".target sm_120\n") == "sm_120"
+    assert cuda_ptx.ptx_target(header) is None
 
 
+@pytest.mark.ptx
 @pytest.mark.slow
 def test_a_build_for_another_architecture_fails_loudly():
     """numba-cuda quietly compiles for the closest architecture its CUDA knows
@@ -242,7 +251,7 @@ def test_a_build_for_another_architecture_fails_loudly():
     as a build for the one asked for."""
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "nd2gpu.kernels._cuda_ptx"),
+            *(sys.executable, cuda_ptx.__file__),
             *("--json", "--cc", "9.0", "--no-ir-check"),
         ],
         env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0", "NUMBA_FORCE_CUDA_CC": "8.0"},
@@ -287,8 +296,9 @@ def test_architecture_table_matches_this_gpu():
 def test_the_loaded_expansion_kernel_fits_two_blocks_per_sm():
     """What the driver loaded (built by nvJitLink, not by the ptxas run above)
     also spills nothing and leaves room for two blocks per SM."""
-    from nd2gpu.kernels import _expand_cuda
     from numba import cuda
+
+    from nd2gpu.kernels import _expand_cuda
 
     kernel = _expand_cuda.expand_kernel()
     registers = kernel.get_regs_per_thread()

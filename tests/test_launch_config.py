@@ -21,16 +21,14 @@ from nd2gpu.kernels._batch_layout import (
     F_RUNS,
     FRAME_FIELDS,
 )
+from cuda_architectures import ARCHITECTURES, architecture, launch_problems
 from nd2gpu.kernels._cuda_registry import (
-    ARCHITECTURES,
     INT32_MAX,
     KERNELS,
     MAX_GRID_X,
     SHARED_PER_BLOCK,
     DeviceShape,
-    architecture,
     check_arguments,
-    launch_problems,
     resident_blocks,
 )
 from nd2gpu.kernels._expand_cuda import (

@@ -8,8 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from kernel_cases import SIMULATOR, needs_cuda
-from nd2gpu.kernels import _objects_cuda as oc
-from nd2gpu.kernels._cuda_registry import KERNELS, SIMULATOR_DEVICE, DeviceShape
 from streams import payload, stream_words
 from test_objects import (
     ALL,
@@ -23,6 +21,8 @@ from test_objects import (
 
 import nd2gpu
 from nd2gpu._device import to_numpy
+from nd2gpu.kernels import _objects_cuda as oc
+from nd2gpu.kernels._cuda_registry import KERNELS, SIMULATOR_DEVICE, DeviceShape
 
 pytestmark = [needs_cuda, pytest.mark.usefixtures("fast_thread_switching")]
 

@@ -13,8 +13,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from test_architecture import PACKAGES
+
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("tests", "benchmarks", "kernels", "nd2gpu")
+FOLDERS = (
+    *(ROOT / folder for folder in ("tests", "benchmarks", "tools")),
+    *PACKAGES.values(),
+)
 
 
 def _from_environ(node: ast.AST) -> bool:
@@ -59,9 +64,9 @@ def test_the_check_finds_hand_made_environments():
 
 def test_subprocesses_keep_the_parent_environment():
     offenders = {
-        str(path.relative_to(ROOT)): lines
+        str(path): lines
         for folder in FOLDERS
-        for path in sorted((ROOT / folder).rglob("*.py"))
+        for path in sorted(folder.rglob("*.py"))
         if (lines := hand_made_envs(path.read_text()))
     }
     assert offenders == {}

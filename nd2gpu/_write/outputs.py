@@ -16,12 +16,14 @@ when the caller allows replacing an existing output:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import nd2
 
 ND2_SUFFIX = ".nd2"
+#: The outputs of an export, as the message refusing a ``.nd2`` name suggests them.
+EXPORT_SUFFIXES = (".zarr", ".ome.tif")
 #: Files whose presence marks a directory as a Zarr store (v3, then v2).
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
 
@@ -40,6 +42,7 @@ def check_output(
     *,
     overwrite: bool = False,
     tree: bool = False,
+    suffixes: Sequence[str] = EXPORT_SUFFIXES,
 ) -> Path:
     """Check that ``out`` may be written by an export of ``inputs``.
 
@@ -53,6 +56,8 @@ def check_output(
         Whether an existing output may be replaced (an export, never an input).
     tree : bool
         The output is a directory tree (OME-Zarr) rather than a file.
+    suffixes : sequence of str
+        The names the output may end in, suggested when it ends in ``.nd2``.
 
     Returns
     -------
@@ -77,7 +82,7 @@ def check_output(
     if out.name.lower().endswith(ND2_SUFFIX):
         raise OutputRefusedError(
             f"{out}: refusing to write an export to a name ending in {ND2_SUFFIX} "
-            "(choose an output ending in .zarr or .ome.tif)"
+            f"(choose an output ending in {' or '.join(suffixes)})"
         )
     exists = out.exists() or out.is_symlink()
     for source in sources:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
@@ -22,19 +21,26 @@ import numpy as np
 from .._backends import backend
 from .._device import Device, cuda_status, simulator_active, to_numpy
 from .._errors import DeviceUnavailableError
-from .._nd2file import ND2File
 from .common import (
     CLIError,
+    Input,
     UsageError,
     add_common,
+    add_inputs,
     add_sample,
-    input_paths,
+    inputs,
+    naming,
     positive_int,
+    storage_options,
 )
 from .timing import machine_description, median_seconds
 
 #: Frames smaller than this measure per-call overheads more than decoding.
 SMALL_FRAME_PIXELS = 512 * 512
+SMALL_FRAMES_NOTE = (
+    "frames this small time the fixed cost of opening and of a call more than "
+    "decoding; time a file with large frames (e.g. 2048x2048) to compare decoders"
+)
 DEVICES: tuple[Device, ...] = get_args(Device)
 NOT_ASKED = "not asked for (--device)"
 
@@ -49,8 +55,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "compared with nd2's), then --repeats timed runs; report the median per "
         "frame. Without FILE: the sample file.",
     )
-    p.add_argument("file", nargs="?", metavar="FILE", help="ND2 file")
+    p.add_argument("file", nargs="?", metavar="FILE", help="ND2 file: a path or URL")
     add_sample(p)
+    add_inputs(p)
     p.add_argument(
         "--repeats", type=positive_int, default=5, metavar="N", help="timed runs"
     )
@@ -71,12 +78,12 @@ def _stackable(shapes: list[tuple[int, ...]]) -> bool:
     return len(set(shapes)) == 1
 
 
-def nd2_run(path: Path) -> Callable[[], list[np.ndarray | None]]:
+def nd2_run(item: Input) -> Callable[[], list[np.ndarray | None]]:
     """Decode every layer with a fresh ``nd2.ND2File``, as nd2 users do."""
     import nd2
 
     def run() -> list[np.ndarray | None]:
-        with nd2.ND2File(path) as f:
+        with nd2.ND2File(item.source, **item.open_kwargs) as f:
             data = f.binary_data  # nd2 decodes every frame here
             if data is None:
                 return []
@@ -88,12 +95,12 @@ def nd2_run(path: Path) -> Callable[[], list[np.ndarray | None]]:
     return run
 
 
-def nd2gpu_run(path: Path, device: Device) -> Callable[[], list[Any]]:
+def nd2gpu_run(item: Input, device: Device) -> Callable[[], list[Any]]:
     """Decode every layer with a fresh ``nd2gpu.ND2File`` on ``device``."""
     sync = backend(device).synchronize
 
     def run() -> list[Any]:
-        with ND2File(path, device=device) as f:
+        with item.open(device=device) as f:
             layers = f.binary_data
             if layers is None:
                 return []
@@ -125,26 +132,31 @@ def _check(name: str, got: list[Any], ref: list[np.ndarray | None]) -> None:
 
 
 def bench(
-    path: Path, *, repeats: int, devices: list[str], with_nd2: bool, strict_cuda: bool
+    item: Input, *, repeats: int, devices: list[str], with_nd2: bool, strict_cuda: bool
 ) -> dict[str, Any]:
-    """Time the readers on ``path``; the result is what ``--json`` prints."""
-    if path.is_dir():
-        raise CLIError(f"{path}: is a directory, not an ND2 file")
-    with ND2File(path) as f:
+    """Time the readers on ``item``; the result is what ``--json`` prints."""
+    with naming(item):
+        return _bench(item, repeats, devices, with_nd2, strict_cuda)
+
+
+def _bench(
+    item: Input, repeats: int, devices: list[str], with_nd2: bool, strict_cuda: bool
+) -> dict[str, Any]:
+    with item.open() as f:
         layers = f.binary_data
         if layers is None:
-            raise CLIError(f"{path}: the file has no binary layers")
+            raise CLIError(f"{item.name}: the file has no binary layers")
         present = [layer for layer in layers if layer.frame_shape != (0, 0)]
         if not present:
-            raise CLIError(f"{path}: no binary layer has a mask in any frame")
+            raise CLIError(f"{item.name}: no binary layer has a mask in any frame")
         n_frames = sum(len(layer) for layer in present)
         frame_shape = list(present[0].frame_shape)
         shapes = sorted({layer.frame_shape for layer in present})
-    reference = nd2_run(path)()  # also nd2's warm-up
+    reference = nd2_run(item)()  # also nd2's warm-up
     ms: dict[str, float | None] = {"nd2": None, "cpu": None, "cuda": None}
     skipped: dict[str, str] = {}
     if with_nd2:
-        ms["nd2"] = _ms(median_seconds(nd2_run(path), repeats, warmup=0), n_frames)
+        ms["nd2"] = _ms(median_seconds(nd2_run(item), repeats, warmup=0), n_frames)
     else:
         skipped["nd2"] = "--no-nd2"
     for device in DEVICES:
@@ -156,15 +168,16 @@ def bench(
                 raise DeviceUnavailableError(why)
             skipped[device] = why
             continue
-        run = nd2gpu_run(path, device)
+        run = nd2gpu_run(item, device)
         _check(device, run(), reference)  # also the warm-up
         ms[device] = _ms(median_seconds(run, repeats, warmup=0), n_frames)
     nd2_ms = ms["nd2"]
     speedup = {
         d: (nd2_ms / t if nd2_ms and t else None) for d, t in ms.items() if d != "nd2"
     }
+    y, x = frame_shape
     return {
-        "file": str(path),
+        "file": item.name,
         "layers": len(present),
         "frames": n_frames,
         "frame_shape": frame_shape,
@@ -175,6 +188,7 @@ def bench(
         "skipped": skipped,
         "values_agree": True,
         "machine": machine_description(),
+        "note": SMALL_FRAMES_NOTE if y * x < SMALL_FRAME_PIXELS else None,
     }
 
 
@@ -206,13 +220,8 @@ def _print(result: dict[str, Any], quiet: bool) -> None:
         print(f"{label:<14}{value:>12.4f}{shown:>10}")
     if not quiet:
         print("values:  nd2gpu gives nd2's values on every layer")
-        y, x = result["frame_shape"]
-        if y * x < SMALL_FRAME_PIXELS:
-            print(
-                "note: frames this small time the fixed cost of opening and of a "
-                "call more than decoding; time a file with large frames (e.g. "
-                "2048x2048) to compare decoders"
-            )
+        if result["note"]:
+            print(f"note: {result['note']}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -221,9 +230,10 @@ def run(args: argparse.Namespace) -> int:
     if args.sample and args.file is not None:
         raise UsageError("bench takes FILE or --sample, not both")
     devices = list(DEVICES) if args.device == "all" else [args.device]
-    with input_paths([] if sample else [args.file], sample) as (path,):
+    files = [] if sample else [args.file]
+    with inputs(files, sample, storage_options(args)) as (item,):
         result = bench(
-            path,
+            item,
             repeats=args.repeats,
             devices=devices,
             with_nd2=not args.no_nd2,

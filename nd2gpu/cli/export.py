@@ -16,16 +16,20 @@ from typing import Any
 from .._write.export import export, export_format
 from .._write.layer_frames import DEFAULT_BATCH_FRAMES, ProgressCallback
 from .common import (
+    Input,
     UsageError,
     add_common,
     add_device_option,
+    add_inputs,
     add_sample,
     device_request,
+    inputs,
+    naming,
     nonnegative_int,
     note,
     positive_int,
     progress_factory,
-    sample_path,
+    storage_options,
 )
 
 DESCRIPTION = """\
@@ -67,9 +71,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "paths",
         nargs="*",
         metavar="FILE OUT",
-        help="the ND2 file and the output path (only OUT with --sample)",
+        help="the ND2 file (a path or URL) and the output path (only OUT with "
+        "--sample)",
     )
     add_sample(p)
+    add_inputs(p)
     p.add_argument(
         "--format", choices=("zarr", "tiff"), help="output format (default: from OUT)"
     )
@@ -117,9 +123,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help=f"frames decoded at a time (default {DEFAULT_BATCH_FRAMES})",
     )
-    add_device_option(
-        p, default="auto", help="where to decode (default: auto, the GPU when usable)"
-    )
+    add_device_option(p, what="where to decode")
     add_common(p, quiet="no progress bar, notes or summary")
     p.set_defaults(func=run)
     return p
@@ -130,17 +134,17 @@ def run(args: argparse.Namespace) -> int:
     if args.sample:
         if len(args.paths) != 1:
             raise UsageError("export --sample takes one path: OUT")
-        with sample_path() as path:
-            return _export(args, str(path), Path(args.paths[0]))
-    if len(args.paths) != 2:
+    elif len(args.paths) != 2:
         raise UsageError(
             "export takes two paths, FILE OUT (got "
             f"{len(args.paths)}); use --sample OUT for the sample file"
         )
-    return _export(args, args.paths[0], Path(args.paths[1]))
+    *files, out = args.paths
+    with inputs(files, args.sample, storage_options(args)) as (item,):
+        return _export(args, item, Path(out))
 
 
-def _export(args: argparse.Namespace, source: str, out: Path) -> int:
+def _export(args: argparse.Namespace, item: Input, out: Path) -> int:
     try:
         kind = export_format(out, args.format)
     except ValueError as e:
@@ -153,13 +157,15 @@ def _export(args: argparse.Namespace, source: str, out: Path) -> int:
     if kind == "zarr" and args.split:
         raise UsageError("--split applies to OME-TIFF only")
     with (
+        naming(item, writes=True),
         _warnings_as_notes(enabled=not args.quiet),
         _progress_bar(enabled=not args.quiet) as progress,
     ):
         what = export(
-            source,
+            item.source,
             out,
             format=kind,
+            storage_options=item.open_kwargs.get("storage_options"),
             overwrite=args.overwrite,
             position=args.position,
             chunks=args.chunks,

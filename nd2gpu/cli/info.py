@@ -14,14 +14,12 @@ import math
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._device import DeviceRequest
 from .._layers import BinaryLayer
-from .._nd2file import ND2File
 from .._write.layer_frames import (
     DEFAULT_BATCH_FRAMES,
     axis_letters,
@@ -32,15 +30,18 @@ from .._write.layer_frames import (
 from .common import (
     PROG,
     USER_ERRORS,
-    CLIError,
+    Input,
     add_common,
     add_device_option,
+    add_inputs,
     add_sample,
     device_request,
     error_line,
-    input_paths,
+    inputs,
+    naming,
     positive_int,
     progress_factory,
+    storage_options,
 )
 
 
@@ -54,8 +55,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(nothing is decoded). --objects also counts the objects (distinct "
         "nonzero ids) in every frame. Without FILE: the sample file.",
     )
-    p.add_argument("files", nargs="*", metavar="FILE", help="ND2 files")
+    p.add_argument("files", nargs="*", metavar="FILE", help="ND2 files: paths or URLs")
     add_sample(p)
+    add_inputs(p)
     p.add_argument(
         "--json",
         action="store_true",
@@ -73,9 +75,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help=f"--objects: frames decoded at a time (default {DEFAULT_BATCH_FRAMES})",
     )
-    add_device_option(
-        p, default="cpu", help="--objects: where to decode (default: cpu)"
-    )
+    add_device_option(p, what="--objects: where to decode")
     add_common(p, quiet="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -102,7 +102,7 @@ def count_objects(
 
 
 def describe(
-    path: Path,
+    item: Input,
     *,
     objects: bool = False,
     batch_frames: int = DEFAULT_BATCH_FRAMES,
@@ -110,17 +110,15 @@ def describe(
     progress: Any = None,
 ) -> dict[str, Any]:
     """What ``info`` reports about one file, as a JSON-ready dict."""
-    if path.is_dir():
-        raise CLIError(f"{path}: is a directory, not an ND2 file")
-    with ND2File(path) as f:
+    with item.open() as f, naming(item):
         loops = [
             {"letter": letter, "type": loop.type, "count": loop.count}
             for letter, loop in zip(axis_letters(f), f.experiment, strict=True)
         ]
         layers = [layer for layer in f.binary_data or ()]
         info: dict[str, Any] = {
-            "file": str(path),
-            "size_bytes": path.stat().st_size,
+            "file": item.name,
+            "size_bytes": item.size(),
             "loops": loops,
             "coordinate_shape": [loop["count"] for loop in loops],
             "frames": math.prod(loop["count"] for loop in loops),
@@ -206,11 +204,11 @@ def run(args: argparse.Namespace) -> int:
     sample = args.sample or not args.files
     status = 0
     results: list[dict[str, Any]] = []
-    with input_paths(args.files, sample) as paths:
-        for k, path in enumerate(paths):
+    with inputs(args.files, sample, storage_options(args)) as items:
+        for k, item in enumerate(items):
             try:
                 info = describe(
-                    path,
+                    item,
                     objects=args.objects,
                     batch_frames=args.batch_frames,
                     device=device_request(args),
@@ -219,10 +217,10 @@ def run(args: argparse.Namespace) -> int:
                     ),
                 )
             except USER_ERRORS as e:
-                if len(paths) == 1 or getattr(args, "traceback", False):
+                if len(items) == 1 or getattr(args, "traceback", False):
                     raise
                 print(f"{PROG}: error: {error_line(e)}", file=sys.stderr)
-                results.append({"file": str(path), "error": error_line(e)})
+                results.append({"file": item.name, "error": error_line(e)})
                 status = 1
                 continue
             results.append(info)

@@ -22,19 +22,21 @@ import numpy as np
 
 from .._device import to_numpy
 from .._layers import BinaryLayer, BinaryLayers
-from .._nd2file import ND2File
 from .._objects import DEFAULT_PROPERTIES, INTENSITY_PROPERTIES
 from .._write.atomic import atomic_file
 from .._write.outputs import check_output
 from .common import (
     CLIError,
+    Input,
     UsageError,
     add_common,
     add_device_option,
+    add_inputs,
     add_sample,
     device_request,
-    input_paths,
+    inputs,
     progress_factory,
+    storage_options,
 )
 
 #: Frames measured per call (bounded memory on files of any length).
@@ -56,8 +58,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "table -o names (.csv, or .parquet with pyarrow installed), written "
         "atomically. Without FILE: the sample file.",
     )
-    p.add_argument("file", nargs="?", metavar="FILE", help="ND2 file")
+    p.add_argument("file", nargs="?", metavar="FILE", help="ND2 file: a path or URL")
     add_sample(p)
+    add_inputs(p)
     p.add_argument(
         "-o",
         "--output",
@@ -78,9 +81,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="add intensity_mean, intensity_min and intensity_max of the image "
         "channel CHANNEL (name or index)",
     )
-    add_device_option(
-        p, default="auto", help="where to measure (default: auto, the GPU when usable)"
-    )
+    add_device_option(p, what="where to measure")
     add_common(p, quiet="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -91,9 +92,10 @@ def run(args: argparse.Namespace) -> int:
     sample = args.sample or args.file is None
     if args.sample and args.file is not None:
         raise UsageError("objects takes FILE or --sample, not both")
-    with input_paths([] if sample else [args.file], sample) as (path,):
-        target, fmt = _output(args.output, path, args.overwrite)
-        with ND2File(path, device=device_request(args)) as f:
+    files = [] if sample else [args.file]
+    with inputs(files, sample, storage_options(args)) as (item,):
+        target, fmt = _output(args.output, item, args.overwrite)
+        with item.open(device=device_request(args)) as f:
             layers = f.binary_data
             chosen = [] if layers is None else _choose_layers(layers, args.layer)
             properties = DEFAULT_PROPERTIES
@@ -118,12 +120,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _output(
-    output: str | None, source: Path, overwrite: bool
+    output: str | None, item: Input, overwrite: bool
 ) -> tuple[Path | None, str]:
     """The output path and format; never one that would destroy the input."""
     if output is None:
         return None, "csv"
-    target = check_output(source, output, overwrite=overwrite)
+    local = [] if item.local is None else [item.local]
+    target = check_output(
+        local, output, overwrite=overwrite, suffixes=CSV_SUFFIXES + PARQUET_SUFFIXES[:1]
+    )
     suffix = target.suffix.lower()
     if suffix in CSV_SUFFIXES:
         return target, "csv"

@@ -1,16 +1,20 @@
 """Build the registered CUDA kernels for real GPUs, without a GPU.
 
-Each kernel of ``_cuda_registry.KERNELS`` is compiled to PTX for each architecture
-of ``ARCHITECTURES`` by numba-cuda with the real NVVM (``numba.cuda.compile_ptx``,
-the kernel's own signature), and the PTX is assembled by ``ptxas -v`` for that
+Each kernel of ``nd2gpu.kernels._cuda_registry.KERNELS`` is compiled to PTX for
+each architecture of ``ARCHITECTURES`` (cuda_architectures.py beside this) by
+numba-cuda with the real NVVM (``numba.cuda.compile_ptx``, the kernel's own
+signature), and the PTX is assembled by ``ptxas -v`` for that
 architecture, which reports registers, spills, stack and static shared memory.
 Neither needs a driver. The kernel's typed IR is also checked for integers
 narrowed below 64 bits (a 32-bit offset overflows past 2**31 pixels).
 
 numba's CUDA simulator must be off (``NUMBA_ENABLE_CUDASIM=0``) in the process
-that compiles; ``run_builds`` starts such processes (``python -m
-nd2gpu.kernels._cuda_ptx``) from any process, simulator or not, and returns their
-JSON reports. Used by tests/test_kernels_ptx.py and benchmarks/kernel_table.py.
+that compiles; ``run_builds`` starts such processes (``python
+tools/cuda_ptx.py``) from any process, simulator or not, and returns their JSON
+reports. Used by tests/test_kernels_ptx.py and benchmarks/kernel_table.py; build
+tooling of the repository, not in the wheel::
+
+    python tools/cuda_ptx.py --cc 9.0,12.0      # one line per kernel and target
 """
 
 from __future__ import annotations
@@ -30,15 +34,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ._cuda_registry import (
+from cuda_architectures import (
     ARCHITECTURES,
-    KERNELS,
     Architecture,
-    KernelEntry,
     architecture,
     launch_problems,
     occupancy,
 )
+
+from nd2gpu.kernels._cuda_registry import KERNELS, KernelEntry
 
 __all__ = [
     "check_build",
@@ -294,7 +298,7 @@ def narrowed_integers(pyfunc: Any, argtypes: Sequence[Any]) -> list[str]:
             ]
 
     def width(t: Any) -> int:
-        return t.bitwidth if isinstance(t, types.Integer) else 0
+        return int(getattr(t, "bitwidth", 0)) if isinstance(t, types.Integer) else 0
 
     found = []
     for name, annotation in annotations:
@@ -367,7 +371,7 @@ def build(
             }
             start = time.perf_counter()
             try:
-                ptx: str | None = compile_ptx(entry, cc)
+                ptx = compile_ptx(entry, cc)
             except Exception as exc:
                 report["error"] = f"NVVM: {type(exc).__name__}: {exc}"
                 jobs.append((report, None))
@@ -382,7 +386,8 @@ def build(
                     f"NVVM (CUDA {report['nvvm_release']}) wrote PTX for {target}, "
                     f"not {architecture(cc).sm}: this CUDA does not support it"
                 )
-                ptx = None
+                jobs.append((report, None))
+                continue
             jobs.append((report, ptx))
     # ptxas must be as recent as the NVVM that wrote the PTX.
     releases = [r["nvvm_release"] for r, _ in jobs if r.get("nvvm_release")]
@@ -395,14 +400,14 @@ def build(
         ptxas, release, missing = None, None, str(exc)
     with ThreadPoolExecutor(threads) as pool:
         futures = [
-            pool.submit(assemble, ptxas, ptx, architecture(_cc(report["cc"])))
-            if ptx is not None and ptxas is not None
+            pool.submit(assemble, ptxas, code, architecture(_cc(report["cc"])))
+            if code is not None and ptxas is not None
             else None
-            for report, ptx in jobs
+            for report, code in jobs
         ]
-        for (report, ptx), future in zip(jobs, futures, strict=True):
+        for (report, code), future in zip(jobs, futures, strict=True):
             report.update(ptxas=ptxas, ptxas_release=release)
-            if ptx is not None and ptxas is None:
+            if code is not None and ptxas is None:
                 report["error"] = f"ptxas: {missing}"
             elif future is not None:
                 try:
@@ -435,8 +440,7 @@ def run_builds(
         subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "nd2gpu.kernels._cuda_ptx",
+                str(Path(__file__).resolve()),
                 "--json",
                 "--cc",
                 ",".join(f"{a}.{b}" for a, b in share),

@@ -5,8 +5,10 @@ synthetic cells: loops T=3, Z=2, 64x64 frames, two binary layers ("cells" and
 "nuclei", a nucleus carrying its cell's id) and a uint8 image. The same numbers
 give the same bytes every time::
 
-    python nd2gpu/data/make_sample.py            # rewrites sample.nd2 beside it
-    python nd2gpu/data/make_sample.py OUT.nd2
+    python tools/make_sample.py            # rewrites nd2gpu/data/sample.nd2
+    python tools/make_sample.py OUT.nd2
+
+(tests/test_cli.py checks that the shipped file is what this writes.)
 
 64x64 keeps the file near 125 kB: every chunk of an ND2 file starts on a 4 KiB
 boundary, so the image frames dominate the size.
@@ -24,6 +26,8 @@ import nd2gpu
 SEED = 20240607
 T, Z, SIZE = 3, 2, 64
 N_CELLS = 10
+#: Where the package keeps the sample (package data of ``nd2gpu.data``).
+SAMPLE = Path(__file__).resolve().parents[1] / "nd2gpu" / "data" / "sample.nd2"
 
 
 def _ellipse(cy: float, cx: float, ry: float, rx: float, angle: float) -> np.ndarray:
@@ -65,9 +69,9 @@ def make_labels() -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write the sample to ``argv[0]``, or to ``sample.nd2`` beside this script."""
+    """Write the sample to ``argv[0]``, or to the package's ``SAMPLE``."""
     args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0]) if args else Path(__file__).with_name("sample.nd2")
+    out = Path(args[0]) if args else SAMPLE
     labels, image = make_labels()
     nd2gpu.write_nd2(out, labels, loops=[("T", T), ("Z", Z)], image=image)
     print(f"wrote {out} ({out.stat().st_size} bytes)")
