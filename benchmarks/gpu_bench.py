@@ -176,9 +176,10 @@ def launch_us(gpu: Gpu, fn: Callable[[], Any], launches: int) -> float:
 def run_table(path: Path, shape: tuple[int, int]) -> Any:
     """The run table of every frame of the file's first layer, as the CUDA
     pipeline builds it (frames parsed, overlaps resolved, runs concatenated)."""
+    from nd2gpu.kernels._run_table import RunTable
+
     from nd2gpu._decode.frame import parse_payload
     from nd2gpu.kernels._overlap_kernels import make_non_overlapping
-    from nd2gpu.kernels._run_table import RunTable
 
     pixels = shape[0] * shape[1]
     starts, lengths, values, bounds = [], [], [], []

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+
+from nd2gpu._backends.cuda.batches import StagedBatch
 from nd2gpu.kernels._batch_layout import (
     ENTRY_BYTES,
     ENTRY_FIELDS,
@@ -20,8 +22,6 @@ from nd2gpu.kernels._batch_layout import (
     FRAME_FIELDS,
 )
 from nd2gpu.kernels._stage_kernels import paint_batch
-
-from nd2gpu._backends.cuda.batches import StagedBatch
 
 
 class HostDevice:

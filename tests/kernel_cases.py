@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from nd2gpu._backends.cuda.probe import probe
-from nd2gpu.kernels._run_table import RunTable
 
 SIMULATOR = probe().simulator
 REAL_GPU = probe().ok and not SIMULATOR

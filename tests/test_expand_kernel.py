@@ -16,6 +16,8 @@ from kernel_cases import (
     needs_cuda,
     run_frames,
 )
+from numba import cuda
+
 from nd2gpu.kernels._batch_layout import (
     ENTRY_FIELDS,
     F_PIXELS,
@@ -25,7 +27,6 @@ from nd2gpu.kernels._batch_layout import (
 )
 from nd2gpu.kernels._overlap_kernels import find_overlap, resolve_later_wins, row_table
 from nd2gpu.kernels._stage_kernels import paint_batch, stage_entries
-from numba import cuda
 
 
 def without_overlaps(frames: Frames) -> Frames:

@@ -38,7 +38,6 @@ from fuzz_payload_oracle import SMALL_FRAME_PIXELS, WILD_WORDS, check_payload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nd2_surgery import chunks, rewrite
-from nd2gpu.kernels._parse_kernels import GROUP_FRAMES, R_PIXELS
 from streams import payload, stream_words
 
 import nd2gpu
@@ -48,6 +47,7 @@ from nd2gpu._format.mask_encode import encode_label_frame, encode_mask_chunk
 from nd2gpu._limits import MAX_FRAME_PIXELS
 from nd2gpu._write.atomic import atomic_file as _atomic_output
 from nd2gpu._write.nd2_writer import _ChunkWriter
+from nd2gpu.kernels._parse_kernels import GROUP_FRAMES, R_PIXELS
 
 pytestmark = pytest.mark.fuzz
 

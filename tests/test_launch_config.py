@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cuda_architectures import ARCHITECTURES, architecture, launch_problems
 from kernel_cases import SIMULATOR, SMALL_LAUNCH, needs_cuda
+from numba import cuda
+from numba.core import types
+
+from nd2gpu._backends.cuda import arrays
+from nd2gpu._backends.cuda import expander as expander_module
+from nd2gpu._backends.cuda.batches import StagedBatch
 from nd2gpu.kernels import _expand_cuda
 from nd2gpu.kernels._batch_layout import (
     ENTRY_FIELDS,
@@ -21,7 +28,6 @@ from nd2gpu.kernels._batch_layout import (
     F_RUNS,
     FRAME_FIELDS,
 )
-from cuda_architectures import ARCHITECTURES, architecture, launch_problems
 from nd2gpu.kernels._cuda_registry import (
     INT32_MAX,
     KERNELS,
@@ -39,12 +45,6 @@ from nd2gpu.kernels._expand_cuda import (
     expand_launch,
     expand_runs,
 )
-from numba import cuda
-from numba.core import types
-
-from nd2gpu._backends.cuda import arrays
-from nd2gpu._backends.cuda import expander as expander_module
-from nd2gpu._backends.cuda.batches import StagedBatch
 
 CASES = [
     (entry, problem, arch)

@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from nd2 import AXIS
 from nd2_surgery import rewrite
-from nd2gpu.kernels._record_kernels import R_RESOLVED
 from skimage.measure import regionprops_table as skimage_table
 from streams import payload, stream_words
 
@@ -39,6 +38,7 @@ from nd2gpu._objects import (
     PROPERTIES,
     PROPERTY_COLUMNS,
 )
+from nd2gpu.kernels._record_kernels import R_RESOLVED
 
 ALL = DEFAULT_PROPERTIES + INTENSITY_PROPERTIES
 PREFIX = b"\x00\x00\x00\x00"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from kernel_cases import MANY, Frames, frames_of, run_frames
+
 from nd2gpu.kernels._overlap_kernels import (
     find_overlap,
     group_by_row,
