@@ -15,7 +15,7 @@ from nd2_surgery import rewrite
 from streams import payload, stream_words
 
 import nd2gpu
-from nd2gpu._backends.cuda import pipeline as _cuda_stack
+from nd2gpu._backends.cuda import batches
 from nd2gpu._device import cuda_status, simulator_active, to_numpy
 
 ok, why = cuda_status()
@@ -44,7 +44,8 @@ def is_device_array(array) -> bool:
 @pytest.fixture
 def small_batches(monkeypatch):
     """Force many batches, so batch boundaries and the pipeline are exercised."""
-    monkeypatch.setattr(_cuda_stack, "BATCH_FRAMES", 2)
+    monkeypatch.setattr(batches, "FIRST_BATCH_FRAMES", 1)
+    monkeypatch.setattr(batches, "BATCH_FRAMES", 2)
 
 
 @pytest.mark.slow

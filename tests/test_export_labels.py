@@ -8,6 +8,7 @@ and with ``properties=True`` carries skimage's object table of nd2's frames.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import nd2
@@ -219,7 +220,7 @@ def test_the_command_calls_the_function(make_nd2, tmp_path, capsys, monkeypatch)
         capsys, "export", path, tmp_path / "x.zarr", "--properties", "--batch-frames", 7
     )
     assert code == 0 and stdout == f"wrote {tmp_path / 'x.zarr'}: what was written\n"
-    assert seen["source"] == str(path) and seen["properties"] is True
+    assert os.fspath(seen["source"]) == str(path) and seen["properties"] is True
     assert seen["batch_frames"] == 7 and seen["format"] == "zarr"
 
 

@@ -515,7 +515,7 @@ def writer_arguments(draw: st.DrawFn) -> tuple[dict, list, object, list[str]]:
         image_shape = (*counts, 9, 9) if bad(10) else counts + frame
         image = np.ones(image_shape, image_dtype)
         if image_dtype.kind != "u":
-            faults.append("uint8 or uint16")
+            faults.append("uint8, uint16 or float32")
         if image_shape != counts + frame:
             faults.append("shape")
     return labels, loops, image, faults

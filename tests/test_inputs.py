@@ -447,26 +447,28 @@ def test_remote_frames_on_the_cuda_path(sample, url, server):
 
 
 def test_a_failed_window_fails_every_frame_of_it(sample, url, server, monkeypatch):
-    """Pool threads waiting for a window that failed get its error, once fetched."""
-    from nd2gpu._decode import mask_source
+    """Decode threads waiting for a window that failed get its error, once
+    fetched."""
+    from nd2gpu._decode import payloads as payloads_module
+    from nd2gpu._decode.payloads import CallPayloads
+    from nd2gpu._decode.plan import DecodePlan
 
     _, files = server
-    monkeypatch.setattr(mask_source, "PREFETCH_FRAMES", 3)
+    monkeypatch.setattr(payloads_module, "PREFETCH_FRAMES", 3)
     with nd2gpu.ND2File(url) as f:
         layer = f.binary_data[0]
         assert layer.frame_shape == FRAME
         with layer.source.reading() as index:
-            payloads = layer.source.prefetch(
-                index, [(layer.file_tag, s) for s in range(6)]
-            )
+            payloads = CallPayloads(DecodePlan.of([layer.ref], 0, range(6)), index)
             files.failures["/" + url.rsplit("/", 1)[1]] = "404"
             files.reset()
-            for seq in (0, 1, 2):
+            for job in (0, 1, 2):
                 with pytest.raises(FileNotFoundError, match=url):
-                    payloads.get(layer.file_tag, seq)
+                    payloads.views(job, job + 1)
             assert len(files.gets()) == 1  # fetched (and failed) once
             del files.failures["/" + url.rsplit("/", 1)[1]]
-            assert payloads.get(layer.file_tag, 4) is not None  # the next window
+            views, _ = payloads.views(4, 5)  # the next window
+            assert views[0] is not None
 
 
 # --- ChunkIndex over a remote source: the same chunks, the same errors ----------
