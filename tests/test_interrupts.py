@@ -325,7 +325,7 @@ def test_signals_at_many_points_of_each_export(long_file, tmp_path):
             assert np.array_equal(tifffile.imread(part), masks)
 
     def table_complete(out):
-        assert out.read_text().startswith("layer,frame,label,area")
+        assert out.read_text().startswith("layer,frame,T,label,area")
 
     def nd2_complete(out):
         with nd2gpu.ND2File(out) as f:

@@ -14,6 +14,7 @@ nothing behind:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from .._layers import BinaryLayer
 from .._nd2file import ND2File
 from .._sources import source_spec
 from .atomic import staged_path, staged_paths
+from .interrupts import deferred_interrupts
 from .layer_frames import DEFAULT_BATCH_FRAMES, ProgressCallback, progress_counter
 from .ome_tiff import TIFF_SUFFIXES, split_paths, tiff_series, write_ome_tiff
 from .ome_zarr import Chunks, ExportFile, export_ome_zarr
@@ -164,7 +166,11 @@ def export(
         raise IsADirectoryError(f"{local[0]}: is a directory, not an ND2 file")
     options = {} if storage_options is None else {"storage_options": storage_options}
     opener = ExportFile if kind == "zarr" else ND2File
-    with opener(source, device=device, **options) as f:
+    with contextlib.ExitStack() as stack:
+        # Opened whole or not at all: a signal while the file opens is raised
+        # once it is in the stack that closes it.
+        with deferred_interrupts():
+            f = stack.enter_context(opener(source, device=device, **options))
         layers = _layers_with_masks(f, name)
         if kind == "zarr":
             assert isinstance(f, ExportFile)
