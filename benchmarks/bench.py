@@ -26,17 +26,24 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import nd2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, build, parse_shape, payloads, read_nd2, write_results
+from common import (
+    RESULTS,
+    build,
+    parse_shape,
+    payloads,
+    read_nd2,
+    run_header,
+    write_results,
+)
 from workloads import FRAME_SHAPE
 
 import nd2gpu
 from nd2gpu._decode import inflate as _inflate
 from nd2gpu._decode.pool import worker_count
-from nd2gpu.cli.timing import machine_description, median_seconds
+from nd2gpu.cli.timing import median_seconds
 
 
 def floor_fn(path: Path, shape: tuple[int, int]) -> Callable[[], object]:
@@ -112,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     report: dict = {
-        "machine": machine_description(),
-        "threads": worker_count(),
-        "inflater": _inflate.INFLATER_NAME,
-        "nd2_version": nd2.__version__,
-        "nd2gpu_version": nd2gpu.__version__,
+        **run_header(),
         "frames_per_workload": args.frames,
         "frame_shape": list(args.shape),
         "workloads": {},

@@ -32,13 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cases import CASES, make_case, make_floor
-from common import RESULTS, build, read_nd2, write_results
+from common import RESULTS, build, read_nd2, run_header, write_results
 from python_cost import count_calls, gil_seconds, py_spy
 
 import nd2gpu
-from nd2gpu._decode import inflate as _inflate
-from nd2gpu._decode.pool import worker_count
-from nd2gpu.cli.timing import machine_description
 
 #: The goals of the issue, per case: time over floor, calls and GIL µs per frame.
 GOALS = {
@@ -98,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     report: dict = {
-        "machine": machine_description(),
-        "threads": worker_count(),
-        "inflater": _inflate.INFLATER_NAME,
-        "nd2gpu_version": nd2gpu.__version__,
+        **run_header(),
         "workload": args.workload,
         "frame_shape": [args.size, args.size],
         "frames": args.frames,

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, build, payloads, read_nd2, write_results
+from common import RESULTS, build, payloads, read_nd2, run_header, write_results
 from host_device import HostDevice
 from python_cost import count_calls, gil_seconds, py_spy
 
@@ -46,7 +46,6 @@ from nd2gpu._backends.cuda.batches import BatchPipeline
 from nd2gpu._decode import inflate as _inflate
 from nd2gpu._decode.plan import DecodePlan
 from nd2gpu._decode.pool import worker_count
-from nd2gpu.cli.timing import machine_description
 
 #: The goal: the host half within this factor of inflating alone.
 GOAL = 1.3
@@ -140,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     report: dict = {
-        "machine": machine_description(),
-        "threads": worker_count(),
-        "inflater": _inflate.INFLATER_NAME,
-        "nd2gpu_version": nd2gpu.__version__,
+        **run_header(),
         "frame_shape": [args.size, args.size],
         "frames": args.frames,
         "goal_host_over_inflate": GOAL,

@@ -85,6 +85,22 @@ def read_nd2(path: Path) -> np.ndarray:
         return np.asarray(f.binary_data)
 
 
+def run_header() -> dict:
+    """What every report starts with: the machine, the decode threads, the
+    inflater and the versions."""
+    from nd2gpu._decode import inflate
+    from nd2gpu._decode.pool import worker_count
+    from nd2gpu.cli.timing import machine_description
+
+    return {
+        "machine": machine_description(),
+        "threads": worker_count(),
+        "inflater": inflate.INFLATER_NAME,
+        "nd2_version": nd2.__version__,
+        "nd2gpu_version": nd2gpu.__version__,
+    }
+
+
 def write_results(out: Path, tag: str, report: dict, table: str) -> None:
     """``{tag}.json`` and ``{tag}.md`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,16 @@ def _sort_by_col(cols, order, a, b):
         gap //= 3
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _row_end(rows, order, a, n):
+    """One past the last of ``order[a:n]`` in the row of ``order[a]``."""
+    r = rows[order[a]]
+    b = a + 1
+    while b < n and rows[order[b]] == r:
+        b += 1
+    return b
+
+
 @njit(nogil=True, cache=True)
 def find_overlap(rows, cols, lengths, lo, hi, nrows, counts, order):
     """Whether two of runs ``lo:hi`` (one frame) share a pixel.
@@ -91,10 +101,7 @@ def find_overlap(rows, cols, lengths, lo, hi, nrows, counts, order):
     group_by_row(rows, lo, hi, nrows, counts, order)
     a = 0
     while a < n:
-        r = rows[order[a]]
-        b = a + 1
-        while b < n and rows[order[b]] == r:
-            b += 1
+        b = _row_end(rows, order, a, n)
         if b - a > 1:
             _sort_by_col(cols, order, a, b)
             end = cols[order[a]] + lengths[order[a]]
@@ -173,10 +180,7 @@ def resolve_later_wins(rows, cols, lengths, values, lo, hi, order, first):
     out = first
     a = 0
     while a < n:
-        r = rows[order[a]]
-        b = a + 1
-        while b < n and rows[order[b]] == r:
-            b += 1
+        b = _row_end(rows, order, a, n)
         if b - a == 1:
             i = order[a]
             if values[i] != 0:
@@ -187,8 +191,20 @@ def resolve_later_wins(rows, cols, lengths, values, lo, hi, order, first):
                 out += 1
         else:
             order[a:b].sort()  # run indices: back to stream order
+            row = rows[order[a]]
             out = _resolve_row(
-                cols, lengths, values, order, a, b, r, rows, cols, lengths, values, out
+                cols,
+                lengths,
+                values,
+                order,
+                a,
+                b,
+                row,
+                rows,
+                cols,
+                lengths,
+                values,
+                out,
             )
         a = b
     return out

@@ -12,7 +12,6 @@ memory.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -26,13 +25,12 @@ from ...kernels._batch_layout import (
 )
 from .arrays import SimulatedDeviceArray, cupy_module, numba_cuda
 from .batches import RING, StagedBatch
-from .probe import probe
+from .streams import context, new_event, numba_stream, per_stream
 
 __all__ = ["CudaDevice", "flat_view", "shared_device"]
 
 #: Launch shape under the simulator, where every CUDA thread is a Python thread.
 _SIMULATOR_LAUNCH = {"block": 32, "items": 4}
-_per_thread = threading.local()
 
 
 class CudaDevice:
@@ -58,7 +56,7 @@ class CudaDevice:
         block: int | None = None,
         items: int | None = None,
     ) -> None:
-        self._cuda = cuda = numba_cuda()
+        self._cuda = numba_cuda()
         cupy = cupy_module()
         launch = (
             _SIMULATOR_LAUNCH
@@ -71,16 +69,9 @@ class CudaDevice:
         self.block = block or launch["block"]
         self.items = items or launch["items"]
         self.tile_pixels = self.block * self.items
-        self._device_id = 0 if cupy is None else cupy.cuda.Device().id
-        with self._context():
-            if stream is None:
-                stream = (
-                    cuda.stream() if cupy is None else cupy.cuda.get_current_stream()
-                )
-            if hasattr(stream, "ptr"):  # a CuPy stream
-                ptr = int(stream.ptr)
-                stream = cuda.external_stream(ptr) if ptr else cuda.default_stream()
-            self._stream = stream
+        self._context = context()
+        with self._context:
+            self._stream = numba_stream(stream)
         self.ring: list[StagedBatch | None] = [None] * RING
         self._device_buffers: list[Any] = [None] * RING
         self._copied: list[Any] = [None] * RING
@@ -89,11 +80,8 @@ class CudaDevice:
         #: benchmarks.
         self.calls = {"copies": 0, "launches": 0, "events": 0, "syncs": 0}
 
-    def _context(self) -> Any:
-        return self._cuda.gpus[self._device_id]
-
     def pinned(self, nbytes: int) -> np.ndarray:
-        with self._context():
+        with self._context:
             return self._cuda.pinned_array(nbytes, dtype=np.uint8)
 
     def wait_copied(self, slot: int) -> None:
@@ -105,7 +93,7 @@ class CudaDevice:
     def submit(self, slot: int, batch: StagedBatch, n_tiles: int) -> None:
         cuda = self._cuda
         stream = self._stream
-        with self._context():
+        with self._context:
             d_buf = self._device_buffers[slot]
             if d_buf is None or d_buf.shape[0] < batch.host.shape[0]:
                 d_buf = self._device_buffers[slot] = cuda.device_array(
@@ -116,9 +104,7 @@ class CudaDevice:
             self.calls["copies"] += 1
             event = self._copied[slot]
             if event is None:
-                event = self._copied[slot] = (
-                    cuda.event() if probe().simulator else cuda.event(timing=False)
-                )
+                event = self._copied[slot] = new_event()
             event.record(stream)
             self.calls["events"] += 1
             if n_tiles == 0:
@@ -181,21 +167,7 @@ def flat_view(cuda: Any, d_out: Any) -> Any:
 
 
 def shared_device() -> CudaDevice:
-    """This thread's device side for CuPy's current device and stream.
-
-    Reusing one keeps its pinned and device buffers from one decode to the
-    next. It is replaced (after finishing its work) when the current device or
-    stream changes, so the expansion stays ordered after ``arrays.zeros``'s
-    zeroing.
-    """
-    cupy = cupy_module()
-    key = None
-    if cupy is not None:
-        key = (cupy.cuda.Device().id, cupy.cuda.get_current_stream().ptr)
-    device = getattr(_per_thread, "device", None)
-    if device is None or _per_thread.key != key:
-        if device is not None:
-            device.finish()
-        device = _per_thread.device = CudaDevice()
-        _per_thread.key = key
-    return device
+    """This thread's device side for CuPy's current device and stream (its ring
+    and device buffers kept from one decode to the next; see
+    ``streams.per_stream``)."""
+    return per_stream("expander", CudaDevice, CudaDevice.finish)

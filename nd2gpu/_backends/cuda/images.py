@@ -14,7 +14,6 @@ runs, streams and events included.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from contextlib import suppress
 from types import ModuleType
@@ -25,6 +24,7 @@ import numpy as np
 from ..._decode.pool import Tasks, thread_pool, worker_count
 from .arrays import SimulatedDeviceArray, _c_strides, cupy_module, numba_cuda
 from .probe import probe
+from .streams import context, new_event, numba_stream, per_stream
 
 __all__ = ["ImageStager", "check_device_out", "empty", "shared_stager"]
 
@@ -35,8 +35,6 @@ STAGING_BYTES = 64 << 20
 #: ``fill(i, dest)`` writes frame ``i`` of a batch into ``dest``, a pinned array
 #: of one frame's shape and dtype.
 Fill = Callable[[int, np.ndarray], None]
-
-_per_thread = threading.local()
 
 
 def empty(shape: tuple[int, ...], dtype: np.dtype) -> Any:
@@ -101,22 +99,12 @@ class ImageStager:
     """
 
     def __init__(self) -> None:
-        self._cuda = cuda = numba_cuda()
-        cupy = cupy_module()
-        self._device_id = 0 if cupy is None else cupy.cuda.Device().id
-        with self._context():
-            if cupy is None:
-                self._stream = cuda.stream()
-            else:
-                ptr = int(cupy.cuda.get_current_stream().ptr)
-                self._stream = (
-                    cuda.external_stream(ptr) if ptr else cuda.default_stream()
-                )
+        self._cuda = numba_cuda()
+        self._context = context()
+        with self._context:
+            self._stream = numba_stream()
         self._buffers: list[_Buffer] = []
         self._key: tuple[Any, ...] | None = None
-
-    def _context(self) -> Any:
-        return self._cuda.gpus[self._device_id]
 
     def _device_view(self, d_out: Any) -> Any:
         if isinstance(d_out, SimulatedDeviceArray):
@@ -149,7 +137,7 @@ class ImageStager:
         frame_bytes = max(1, math.prod(frame) * dtype.itemsize)
         group = max(1, min(count, worker_count(), STAGING_BYTES // frame_bytes))
         pool = thread_pool()
-        with self._context():
+        with self._context:
             self._staging(group, frame, dtype)
             device = self._device_view(d_out)
             starts = list(range(0, count, group))
@@ -173,17 +161,12 @@ class ImageStager:
                     device[lo : lo + n].copy_to_device(
                         buffer.host[:n], stream=self._stream
                     )
-                    buffer.copied = self._event()
+                    buffer.copied = new_event()
                     buffer.copied.record(self._stream)
             finally:
                 if pending is not None:  # no fill may write a buffer after an error
                     with suppress(BaseException):
                         pending.wait()
-
-    def _event(self) -> Any:
-        if probe().simulator:
-            return self._cuda.event()
-        return self._cuda.event(timing=False)
 
     def synchronize(self) -> None:
         """Wait until every copy queued by this stager has finished."""
@@ -192,15 +175,5 @@ class ImageStager:
 
 def shared_stager() -> ImageStager:
     """This thread's stager for CuPy's current device and stream (kept between
-    calls, so its pinned buffers are reused)."""
-    cupy = cupy_module()
-    key = None
-    if cupy is not None:
-        key = (cupy.cuda.Device().id, cupy.cuda.get_current_stream().ptr)
-    stager = getattr(_per_thread, "stager", None)
-    if stager is None or _per_thread.key != key:
-        if stager is not None:
-            stager.synchronize()
-        stager = _per_thread.stager = ImageStager()
-        _per_thread.key = key
-    return stager
+    calls, so its pinned buffers are reused; see ``streams.per_stream``)."""
+    return per_stream("images", ImageStager, ImageStager.synchronize)

@@ -47,6 +47,7 @@ from ...kernels._objects_plan import batch_run_table, plan_pieces, plan_rows
 from .arrays import SimulatedDeviceArray, cupy_module, numba_cuda
 from .batches import BatchPipeline, StagedBatch
 from .probe import probe
+from .streams import numba_stream
 
 __all__ = ["ImageSource", "array_module", "as_device", "measure_cuda"]
 
@@ -103,15 +104,6 @@ def _kernel_arg(array: Any) -> Any:
     if isinstance(array, np.ndarray):
         return array
     return numba_cuda().as_cuda_array(array, sync=False)
-
-
-def _stream() -> Any:
-    cuda = numba_cuda()
-    cupy = cupy_module()
-    if cupy is None:
-        return cuda.stream()
-    ptr = int(cupy.cuda.get_current_stream().ptr)
-    return cuda.external_stream(ptr) if ptr else cuda.default_stream()
 
 
 def _block() -> int:
@@ -182,7 +174,7 @@ class ObjectsDevice:
             if images is None or images.device_array is None
             else _device_images(images.device_array, frame_shape)
         )
-        self._stream = _stream()
+        self._stream = numba_stream()
         self._block = _block()
         self.parts: list[_Part] = []
         #: Device buffers of batches whose kernels may still run.
