@@ -20,6 +20,7 @@ from cuda_architectures import ARCHITECTURES
 from nd2gpu.kernels._cuda_registry import KERNELS
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
 
 
 def run_script(
@@ -73,28 +74,106 @@ def test_dataset_benchmark_quick(tmp_path):
 @pytest.mark.slow
 def test_gpu_benchmark_dry_run(tmp_path):
     """Every step of the GPU benchmark, under numba's simulator: the workload
-    files, the checks against nd2, the pipeline's run table, the kernel and copy
-    loops between events, the report."""
+    files, the first call in fresh processes, file -> device at every size with
+    the calling thread's time split, nd2, the loader, the kernel's batches
+    replayed between events, the objects, the spin kernel built for the GPU, and
+    the report (one workload: no step depends on which)."""
     done = run_script(
         "gpu_bench.py",
-        *("--dry-run", "--frames", "1", "--launches", "1", "--out", str(tmp_path)),
+        *("--dry-run", "--workloads", "cells", "--out", str(tmp_path)),
         simulator="1",
+        timeout=600,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu.json").read_text())
-    assert report["dry_run"] is True
-    assert report["frame_shape"] == [32, 32]
-    assert set(report["workloads"]) == {"cells", "tiny", "dense"}
-    for row in report["workloads"].values():
-        assert row["runs"] > 0 and row["covered_pixels"] >= row["runs"]
-        assert (
-            row["kernel_bytes_moved"]
-            == 2 * row["covered_pixels"] + 18 * row["runs"] + 8
-        )
-        assert row["copy_bytes"] == 2 * report["frames_per_workload"] * 32 * 32
+    assert report["dry_run"] is True and report["frame_shape"] == [32, 32]
+    assert report["sizes"] == [2, 8] and report["skipped"] == []
+    assert "errors" not in report and "errors" not in report["launch"]
+    assert report["spin-build"]["spill_stores"] == 0
+    assert report["launch"]["empty-kernel"]["launches"] == 2
+    first = report["first-call"]
+    assert first["workload"] == "cells" and first["frames"] == 2
+    assert first["second_process"]["import_s"] > 0
+
+    assert set(report["workloads"]) == {"cells"}
+    row = report["workloads"]["cells"]
+    assert "errors" not in row, row.get("errors")
+    assert set(row["files"]) == {"2", "8"}
+    sizes = row["file-to-cupy"]["sizes"]
+    assert set(sizes) == {"2", "8"} and row["file-to-cupy"]["fit"] is not None
+    # 8 frames: a first batch of 4, then the other 4.
+    split = sizes["8"]["split"]
+    assert split["batches"] == 2 and split["run_ms"] >= split["waiting_ms"] >= 0
+    assert split["call_ms"] >= split["run_ms"]
+    assert set(row["nd2"]["sizes"]) == {"2", "8"}
+    assert set(row["speedups"]) == {"2", "8"}
+    assert not any(s["extrapolated"] for s in row["speedups"].values())
+    assert row["loader"]["calls"] == 2 and row["loader"]["split"]["batches"] == 1
+
+    kernel = row["kernel"]
+    assert kernel["frames"] == 8 and kernel["batches"] == kernel["launches"] == 2
+    # The staged runs and pixels are the frames' (2 distinct ones, tiled).
+    assert kernel["runs"] == 8 * row["runs_per_frame"]
+    assert kernel["painted_pixels"] == 8 * row["painted_pixels_per_frame"]
+    assert kernel["bytes_moved"] == (
+        12 * kernel["runs"] + 40 * 8 + 2 * kernel["painted_pixels"]
+    )
+    assert kernel["kernel_us_per_launch"] is None  # the simulator has no timings
+    assert row["objects"]["frames"] == 2 and row["objects"]["objects"] > 0
+    assert row["objects"]["cucim"].startswith("not installed")
+
     table = (tmp_path / "gpu.md").read_text()
-    assert "numba CUDA simulator (dry run)" in table
-    assert table.count("| tiny |") == 2
+    assert "**Dry run**" in table and "numba CUDA simulator" in table
+    assert "| cells | 8 |" in table and "Failed" not in table
+
+
+def test_gpu_benchmark_spin_kernel_builds_for_the_gpu():
+    """The spin kernel is CUDA C that only CuPy compiles, on the GPU: NVRTC and
+    ptxas build it here for the GPU runs' architecture (9.0)."""
+    gpu_timing = pytest.importorskip("gpu_timing")
+    try:
+        report = gpu_timing.check_spin_source()
+    except (ImportError, FileNotFoundError) as exc:
+        pytest.skip(f"no NVRTC or ptxas here: {exc}")
+    assert report["spill_stores"] == 0 and report["registers"] > 0
+
+
+def test_gpu_report_renders_a_run_killed_half_way():
+    """gpu.md is written after every section, from whatever the report holds."""
+    from gpu_report import markdown
+
+    report = {
+        "machine": "m",
+        "gpu": {"device": "d", "numba_cuda": "0"},
+        "dry_run": False,
+        "threads": 16,
+        "batch_frames": [4, 32],
+        "ring": 3,
+        "frame_shape": [2048, 2048],
+        "passes": 20,
+        "launch": {},
+        "skipped": ["tiny: loader (past --budget-s)"],
+        "workloads": {
+            "cells": {
+                "file-to-cupy": {
+                    "sizes": {
+                        "16": {
+                            "ms": 8.0,
+                            "ms_per_frame": 0.5,
+                            "split": {"error": "0 pipeline runs for 3 calls"},
+                        }
+                    },
+                    "fit": None,
+                },
+                "errors": {"nd2": "Traceback ..."},
+            },
+            "tiny": {},
+        },
+    }
+    table = markdown(report)
+    assert "| cells | 16 | 8.00 | 0.500 |  |  |" in table
+    assert "**Failed** (tracebacks in the JSON): cells: nd2." in table
+    assert "Skipped: tiny: loader (past --budget-s)." in table
 
 
 def test_gpu_benchmark_refuses_the_simulator_without_dry_run(tmp_path):

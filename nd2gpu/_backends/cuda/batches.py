@@ -22,6 +22,7 @@ runs with a host stand-in in the benchmarks and tests.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -147,6 +148,16 @@ class PipelineStats:
     runs: int = 0
     bytes_copied: int = 0
     grown: int = 0
+    #: The calling thread's seconds (``time.perf_counter``, a few reads per
+    #: batch) in ``run``: in all; waiting for the decode threads; getting ring
+    #: slots (waiting for their last copy, allocating); closing batches; in the
+    #: device side's ``submit``; in its ``finish`` (waiting for the device).
+    run_s: float = 0.0
+    waiting_s: float = 0.0
+    slot_s: float = 0.0
+    closing_s: float = 0.0
+    submit_s: float = 0.0
+    finish_s: float = 0.0
 
 
 #: See ``BatchPipeline``'s ``group_hook``.
@@ -255,6 +266,8 @@ class BatchPipeline:
             frame), once no thread reads the file any more and the device is
             idle.
         """
+        started = time.perf_counter()
+        stats = self.stats
         nrows, ncols = self.shape
         cap = inflate_cap(nrows, ncols)
         results = new_results(plan.n_jobs)
@@ -271,7 +284,9 @@ class BatchPipeline:
 
             def submit(b: int) -> None:
                 lo, hi = bounds[b]
+                t = time.perf_counter()
                 batch = self._slot(b % len(self.ring), hi - lo)
+                stats.slot_s += time.perf_counter() - t
                 n_threads = threads_for(hi - lo, nrows * ncols)
                 groups = Groups(lo, hi, group_size(hi - lo, n_threads))
 
@@ -289,22 +304,31 @@ class BatchPipeline:
                     ahead = b + len(self.ring) - 1
                     if ahead < len(bounds) and not any(failures):
                         submit(ahead)
+                    t0 = time.perf_counter()
                     failures += finished(b)
+                    t1 = time.perf_counter()
+                    stats.waiting_s += t1 - t0
                     if any(failures):
                         continue
                     k = b % len(self.ring)
                     staged = self.ring[k]
                     assert staged is not None
                     batch, n_tiles = self._close(k, staged)
+                    t2 = time.perf_counter()
                     self.device.submit(k, batch, n_tiles)
-                    self.stats.batches += 1
-                    self.stats.runs += batch.n_runs
-                    self.stats.bytes_copied += batch.used_bytes
+                    stats.closing_s += t2 - t1
+                    stats.submit_s += time.perf_counter() - t2
+                    stats.batches += 1
+                    stats.runs += batch.n_runs
+                    stats.bytes_copied += batch.used_bytes
             finally:
                 # No task may read the file after it is released (on an error).
                 for b in list(in_flight):
                     finished(b)
+                t = time.perf_counter()
                 self.device.finish()
+                stats.finish_s += time.perf_counter() - t
+                stats.run_s += time.perf_counter() - started
         raise_failure(plan, failures)
         plan.warn_versions(results)
 
