@@ -527,7 +527,8 @@ def kernel(ctx: Context, w: Workload) -> dict[str, Any]:
         plan = DecodePlan.of([layer.ref], 0, np.arange(n))
         out = arrays.zeros((n, *shape))
         gpu.synchronize()  # zeroed on CuPy's stream; the benchmark's is another
-        device = expander.CudaDevice(gpu.cupy_stream or gpu.stream)
+        stream = gpu.stream if gpu.cupy_stream is None else gpu.cupy_stream
+        device = expander.CudaDevice(stream)
         device.set_output(out)
         recorder = Recorder(device, gpu.cuda)
         BatchPipeline(recorder, shape).run(plan, plan.slots * (shape[0] * shape[1]))
@@ -633,7 +634,7 @@ def objects(ctx: Context, w: Workload) -> dict[str, Any]:
     try:
         from cucim.skimage.measure import regionprops_table
     except ImportError as exc:
-        out["cucim"] = f"not installed ({exc})"
+        out["cucim"] = f"not importable ({exc})"
         return out
     with nd2gpu.ND2File(path) as f:
         masks = gpu.layers_on_device(f.binary_data)

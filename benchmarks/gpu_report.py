@@ -33,7 +33,7 @@ def header(report: dict[str, Any]) -> list[str]:
         f"nd2 {versions.get('nd2', '?')}; {report['threads']} decode threads; "
         f"batches of {first}, then {size} frames, a ring of {report['ring']}. "
         f"Frames of {ny}x{nx}, each workload's distinct frames tiled to N frames "
-        f"per file (files in memory); device times by CUDA events, "
+        f"per file (files in memory); device times by CUDA events around "
         f"{report['passes']} passes queued behind a spin kernel.",
     ]
     if report["dry_run"]:
@@ -70,12 +70,18 @@ def launch(report: dict[str, Any]) -> list[str]:
     empty = report.get("launch", {}).get("empty-kernel")
     if not empty:
         return []
-    return [
+    lines = [
         "",
         f"An empty kernel: {empty['host_us_per_launch']:.1f} µs per launch on the "
         f"host (numba's dispatch), {fmt(empty['device_us_per_launch'], '.2f')} µs "
         f"per launch on the device back to back ({empty['launches']} launches).",
     ]
+    if empty.get("spin_error"):
+        lines.append(
+            f"The spin kernel did not build ({empty['spin_error']}): device times "
+            "were taken without it (see the `exposed` flags)."
+        )
+    return lines
 
 
 def file_to_cupy(report: dict[str, Any]) -> list[str]:

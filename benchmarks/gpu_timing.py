@@ -115,6 +115,9 @@ class Gpu:
             )
         self.cuda = cuda
         self.cupy: Any = None if simulated else importlib.import_module("cupy")
+        self._spin: Any = None
+        #: Why the spin kernel did not build, if it did not.
+        self.spin_error = ""
         if self.cupy is None:
             sys.setswitchinterval(1e-4)  # the simulator's threads meet at barriers
             self.cupy_stream = None
@@ -185,15 +188,21 @@ class Gpu:
 
     # ------------------------------------------------------------- timing
 
-    @functools.cached_property
-    def _spin(self) -> Any:
-        return self.cupy.RawKernel(SPIN_SOURCE, "spin")
-
     def spin(self, ms: float) -> None:
-        """Keep the benchmark's stream busy for ``ms`` (nothing in a dry run)."""
-        if self.cupy is not None:
-            with self.cupy_stream:  # CuPy launches on the current stream
-                self._spin((1,), (1,), (np.uint64(ms * 1e6),))
+        """Keep the benchmark's stream busy for ``ms`` (nothing in a dry run, or
+        where the spin kernel does not build: ``spin_error`` says why, and the
+        timings are then flagged where the device caught up with the host)."""
+        if self.cupy is None or self.spin_error:
+            return
+        if self._spin is None:
+            try:
+                self._spin = self.cupy.RawKernel(SPIN_SOURCE, "spin")
+                self._spin.compile()
+            except Exception as exc:
+                self.spin_error = f"{type(exc).__name__}: {exc}"
+                return
+        with self.cupy_stream:  # CuPy launches on the current stream
+            self._spin((1,), (1,), (np.uint64(ms * 1e6),))
 
     def device_ms(
         self, queue: Callable[[], None], passes: int, rounds: int = 3
@@ -251,6 +260,7 @@ class Gpu:
             "host_us_per_launch": timed.host_us / launches,
             "device_us_per_launch": device_us,
             "hidden": timed.hidden,
+            "spin_error": self.spin_error,
         }
 
 

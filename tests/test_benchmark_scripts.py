@@ -120,7 +120,7 @@ def test_gpu_benchmark_dry_run(tmp_path):
     )
     assert kernel["kernel_us_per_launch"] is None  # the simulator has no timings
     assert row["objects"]["frames"] == 2 and row["objects"]["objects"] > 0
-    assert row["objects"]["cucim"].startswith("not installed")
+    assert row["objects"]["cucim"].startswith("not importable")
 
     table = (tmp_path / "gpu.md").read_text()
     assert "**Dry run**" in table and "numba CUDA simulator" in table
