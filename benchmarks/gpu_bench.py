@@ -209,7 +209,10 @@ def workload_stats(distinct: np.ndarray, chunks: list[bytes]) -> dict[str, Any]:
     left = np.pad(distinct, ((0, 0), (0, 0), (1, 0)))[..., :-1]
     return {
         "distinct_frames": k,
-        "objects_per_frame": sum(len(np.unique(f)) - 1 for f in distinct) / k,
+        "objects_per_frame": sum(
+            np.count_nonzero(np.bincount(f.reshape(-1))[1:]) for f in distinct
+        )
+        / k,
         "runs_per_frame": int(((distinct != 0) & (distinct != left)).sum()) / k,
         "painted_pixels_per_frame": int(np.count_nonzero(distinct)) / k,
         "mask_chunk_bytes_per_frame": sum(len(c) for c in chunks) / k,
@@ -573,7 +576,7 @@ def kernel(ctx: Context, w: Workload) -> dict[str, Any]:
     )
     src, dst = gpu.device_bytes(moved // 2), gpu.device_bytes(moved // 2)
     copy = gpu.device_ms(lambda: dst.copy_to_device(src, stream=gpu.stream), ctx.passes)
-    copied = sum(b.host.nbytes for b in recorder.kept)
+    copied = sum(b.host.nbytes for b in kept)
     busiest = max(launches, key=lambda launch: launch[3])
     config = expand_launch(
         current_device_shape(),
@@ -667,12 +670,16 @@ SECTIONS: dict[str, Callable[[Context, Workload], dict[str, Any]]] = {
 def bench_workload(ctx: Context, tmp: Path, w: Workload) -> None:
     """Every section for one workload (and the first call, for the first)."""
     report = ctx.report
+    if ctx.over_budget():
+        ctx.skip(w, "the whole workload")
+        return
     row = report["workloads"][w.name] = workload_stats(w.distinct, w.chunks)
     ctx.section(row, "files", lambda: write_files(tmp, w, ctx.args.sizes))
     if not w.paths:
         return
     if "first-call" not in report:
-        timeout = 900 if ctx.dry_run else 180
+        # Two processes: each may take a third of what is left.
+        timeout = max(30.0, min(ctx.remaining(), 2700) / 3)
         ctx.section(report, "first-call", lambda: first_call(ctx.gpu, w, timeout))
     for section, fn in SECTIONS.items():
         if ctx.over_budget():
@@ -838,12 +845,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     ctx = Context(args, gpu, report)
     print(f"{report['gpu']['device']}; {report['machine']}", flush=True)
-    frames = {}
-    ctx.section(
-        report,
-        "generate",
-        lambda: frames.update(generate(names, args.distinct, args.shape)),
-    )
+    frames: dict[str, tuple[np.ndarray, list[bytes]]] = {}
+
+    def generated() -> dict[str, int]:
+        frames.update(generate(names, args.distinct, args.shape))
+        return {name: len(chunks) for name, (_, chunks) in frames.items()}
+
+    ctx.section(report, "generate", generated)
     if args.dry_run:
         ctx.section(report, "spin-build", check_spin_source)
     ctx.section(

@@ -89,6 +89,7 @@ def test_gpu_benchmark_dry_run(tmp_path):
     assert report["dry_run"] is True and report["frame_shape"] == [32, 32]
     assert report["sizes"] == [2, 8] and report["skipped"] == []
     assert "errors" not in report and "errors" not in report["launch"]
+    assert report["generate"] == {"cells": 2}
     assert report["spin-build"]["spill_stores"] == 0
     assert report["launch"]["empty-kernel"]["launches"] == 2
     first = report["first-call"]
