@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: the benchmark first, then the tests, in at most
-# 7 minutes. ON the GPU machine (device tool: carry [".whl"], after
-# benchmarks/fetch_gpu_wheels.sh ran here; timeout_s 460), from the repository
+# 6.5 minutes. ON the GPU machine (device tool: carry [".whl"], after
+# benchmarks/fetch_gpu_wheels.sh ran here; timeout_s 420), from the repository
 # root:
 #
 #   bash benchmarks/gpu_run.sh                # benchmark, then tests
 #   bash benchmarks/gpu_run.sh --bench-only   # or --tests-only
 #
-# Stages, each under its own `timeout` and all within 420 s of the start (a
+# Stages, each under its own `timeout` and all within 390 s of the start (a
 # stage gets what is left when that is less than its own limit):
 #   1. install (60 s): the carried wheels into /tmp/site (on PYTHONPATH), then
 #      nd2gpu, editable (nd2gpu.kernels maps to kernels/), built without the
@@ -22,9 +22,10 @@
 # A stage that runs out of time is interrupted (pytest still reports what it
 # ran) and the run goes on. What comes back in $OUT (else benchmarks/results),
 # four files: run.log (everything printed, a summary last), gpu.json, gpu.md,
-# gpu-tests.log. A machine takes 1-2 minutes to start: a second full run fits in
-# the 15 minutes of device time a session gets only while the machine is warm;
-# otherwise rerun one part (--bench-only, --tests-only).
+# gpu-tests.log. A machine takes 1-2 minutes to start: 2 + 6.5 + 6.5 minutes, a
+# second full run fits in the 15 minutes of device time a session gets while
+# the machine is still warm; after a fresh start, rerun one part (--bench-only,
+# --tests-only).
 #
 # HERE, without a GPU, rehearse it first so the GPU minutes go to measuring:
 #
@@ -52,7 +53,7 @@ while [ $# -gt 0 ]; do
 done
 
 #: Seconds: the whole run, and each stage's own limit.
-TOTAL=420 INSTALL=60 CHECK=30 BENCH=240 GPU_TESTS=150
+TOTAL=390 INSTALL=60 CHECK=30 BENCH=240 GPU_TESTS=150
 #: The dry run's limits are this many times the GPU's.
 DRY_SCALE=5
 #: What the benchmark may start: up to this many seconds before its stage's end.
