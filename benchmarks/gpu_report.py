@@ -24,8 +24,10 @@ def header(report: dict[str, Any]) -> list[str]:
         device += (
             f" ({gpu['sm_count']} SMs, compute capability "
             f"{gpu['compute_capability']}, {gpu['memory_gib']} GiB; CUDA runtime "
-            f"{gpu['cuda_runtime']}, driver {gpu['cuda_driver']}; CuPy {gpu['cupy']})"
+            f"{gpu['cuda_runtime']}, driver {gpu['cuda_driver']})"
         )
+    if "cupy" in gpu:
+        device += f"; CuPy {gpu['cupy']}"
     ny, nx = report["frame_shape"]
     first, size = report["batch_frames"]
     lines = [

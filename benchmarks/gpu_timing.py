@@ -137,18 +137,21 @@ class Gpu:
         info: dict[str, Any] = {"numba_cuda": getattr(numba_cuda, "__version__", "")}
         if self.cupy is None:
             return {**info, "device": "numba CUDA simulator (dry run)"}
+        info["cupy"] = self.cupy.__version__
         runtime = self.cupy.cuda.runtime
-        props = runtime.getDeviceProperties(self.cupy.cuda.Device().id)
-        return {
-            **info,
-            "device": props["name"].decode(errors="replace"),
-            "compute_capability": f"{props['major']}.{props['minor']}",
-            "sm_count": props["multiProcessorCount"],
-            "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
-            "cuda_runtime": runtime.runtimeGetVersion(),
-            "cuda_driver": runtime.driverGetVersion(),
-            "cupy": self.cupy.__version__,
-        }
+        try:  # a description: never the reason a run measures nothing
+            props = runtime.getDeviceProperties(self.cupy.cuda.Device().id)
+            return {
+                **info,
+                "device": props["name"].decode(errors="replace"),
+                "compute_capability": f"{props['major']}.{props['minor']}",
+                "sm_count": props["multiProcessorCount"],
+                "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
+                "cuda_runtime": runtime.runtimeGetVersion(),
+                "cuda_driver": runtime.driverGetVersion(),
+            }
+        except Exception as exc:
+            return {**info, "device": f"a GPU ({type(exc).__name__}: {exc})"}
 
     # ------------------------------------------------------------- arrays
 

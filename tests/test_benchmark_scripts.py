@@ -12,8 +12,10 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cuda_architectures import ARCHITECTURES
 
@@ -137,6 +139,46 @@ def test_gpu_benchmark_spin_kernel_builds_for_the_gpu():
     except (ImportError, FileNotFoundError) as exc:
         pytest.skip(f"no NVRTC or ptxas here: {exc}")
     assert report["spill_stores"] == 0 and report["registers"] > 0
+
+
+def test_gpu_benchmark_branches_only_a_gpu_runs():
+    """The lines of gpu_timing.Gpu that only run with CuPy, NumPy standing in
+    for it: the device's description, the tiled-frames check, and a spin kernel
+    that does not build (recorded, not raised: the timings go on without it)."""
+    import gpu_timing
+
+    props = {
+        "name": b"Fake GPU",
+        "major": 9,
+        "minor": 0,
+        "multiProcessorCount": 132,
+        "totalGlobalMem": 141 * 2**30,
+    }
+    device = types.SimpleNamespace(id=0, synchronize=lambda: None)
+    runtime = types.SimpleNamespace(
+        getDeviceProperties=lambda i: props,
+        runtimeGetVersion=lambda: 13000,
+        driverGetVersion=lambda: 13000,
+    )
+    fake_cupy = types.SimpleNamespace(
+        __version__="14",
+        asarray=np.asarray,
+        cuda=types.SimpleNamespace(Device=lambda: device, runtime=runtime),
+    )
+    gpu = gpu_timing.Gpu.__new__(gpu_timing.Gpu)
+    gpu.cupy, gpu._spin, gpu.spin_error = fake_cupy, None, ""
+    described = gpu.describe()
+    assert described["device"] == "Fake GPU" and described["sm_count"] == 132
+    assert described["compute_capability"] == "9.0" and described["cupy"] == "14"
+
+    distinct = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
+    block = np.broadcast_to(distinct, (3, 2, 3, 4)).reshape(1, 6, 3, 4).copy()
+    assert gpu.tiles_equal(block, distinct)
+    block[0, 5, 2, 3] += 1
+    assert not gpu.tiles_equal(block, distinct)
+    gpu.synchronize()
+    gpu.spin(1.0)
+    assert gpu.spin_error.startswith("AttributeError")
 
 
 def test_gpu_report_renders_a_run_killed_half_way():
