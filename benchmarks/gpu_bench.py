@@ -510,6 +510,9 @@ class Recorder:
 
 
 def kernel(ctx: Context, w: Workload) -> dict[str, Any]:
+    from nd2gpu._backends.cuda import arrays, expander
+    from nd2gpu._backends.cuda.batches import BatchPipeline
+    from nd2gpu._decode.plan import DecodePlan
     from nd2gpu.kernels._batch_layout import (
         ENTRY_FIELDS,
         FRAME_BYTES,
@@ -517,10 +520,6 @@ def kernel(ctx: Context, w: Workload) -> dict[str, Any]:
     )
     from nd2gpu.kernels._cuda_registry import current_device_shape
     from nd2gpu.kernels._expand_cuda import expand_launch, expand_runs
-
-    from nd2gpu._backends.cuda import arrays, expander
-    from nd2gpu._backends.cuda.batches import BatchPipeline
-    from nd2gpu._decode.plan import DecodePlan
 
     gpu = ctx.gpu
     n = w.closest(ctx.kernel_frames)
@@ -665,6 +664,15 @@ SECTIONS: dict[str, Callable[[Context, Workload], dict[str, Any]]] = {
 
 
 # -------------------------------------------------------------------- run
+
+
+def spin_build() -> dict[str, Any]:
+    """The spin kernel built for the GPU here (dry run): its ptxas report, or
+    why there is none (no CUDA toolchain: the ``ptx`` extra)."""
+    try:
+        return check_spin_source()
+    except (ImportError, FileNotFoundError) as exc:
+        return {"skipped": f"no NVRTC or ptxas here: {type(exc).__name__}: {exc}"}
 
 
 def bench_workload(ctx: Context, tmp: Path, w: Workload) -> None:
@@ -853,7 +861,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx.section(report, "generate", generated)
     if args.dry_run:
-        ctx.section(report, "spin-build", check_spin_source)
+        ctx.section(report, "spin-build", spin_build)
     ctx.section(
         report["launch"],
         "empty-kernel",

@@ -22,15 +22,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# The PTX build tooling (one place, for when it moves).
-from nd2gpu.kernels._cuda_ptx import assemble, find_ptxas, tool_release
-from nd2gpu.kernels._cuda_registry import architecture
-
 from nd2gpu._device import to_numpy
+
+#: The build tooling (not in the wheel): tools/cuda_ptx.py, for the spin kernel.
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 #: Sleeps (one thread) until ``ns`` nanoseconds of the GPU's global timer passed.
 SPIN_SOURCE = r"""
@@ -54,11 +54,16 @@ def check_spin_source(cc: tuple[int, int] = GPU_CC) -> dict[str, Any]:
     Raises
     ------
     ImportError, FileNotFoundError
-        Without NVRTC (cuda-bindings) or a recent enough ptxas.
+        Without NVRTC (cuda-bindings) or a recent enough ptxas: the ``ptx``
+        extra's CUDA toolchain.
     RuntimeError
         If either step rejects the source.
     """
     from cuda.bindings import nvrtc
+
+    sys.path.insert(0, str(TOOLS))
+    from cuda_architectures import architecture
+    from cuda_ptx import assemble, find_ptxas, tool_release
 
     def checked(result: tuple[Any, ...]) -> Any:
         if result[0] != nvrtc.nvrtcResult.NVRTC_SUCCESS:

@@ -92,7 +92,8 @@ def test_gpu_benchmark_dry_run(tmp_path):
     assert report["sizes"] == [2, 8] and report["skipped"] == []
     assert "errors" not in report and "errors" not in report["launch"]
     assert report["generate"] == {"cells": 2}
-    assert report["spin-build"]["spill_stores"] == 0
+    # Built (the ptx extra's toolchain) or not, but never rejected.
+    assert set(report["spin-build"]) & {"spill_stores", "skipped"}
     assert report["launch"]["empty-kernel"]["launches"] == 2
     first = report["first-call"]
     assert first["workload"] == "cells" and first["frames"] == 2
@@ -130,14 +131,13 @@ def test_gpu_benchmark_dry_run(tmp_path):
     assert "| cells | 8 |" in table and "Failed" not in table
 
 
+@pytest.mark.ptx
 def test_gpu_benchmark_spin_kernel_builds_for_the_gpu():
     """The spin kernel is CUDA C that only CuPy compiles, on the GPU: NVRTC and
     ptxas build it here for the GPU runs' architecture (9.0)."""
-    gpu_timing = pytest.importorskip("gpu_timing")
-    try:
-        report = gpu_timing.check_spin_source()
-    except (ImportError, FileNotFoundError) as exc:
-        pytest.skip(f"no NVRTC or ptxas here: {exc}")
+    import gpu_timing
+
+    report = gpu_timing.check_spin_source()
     assert report["spill_stores"] == 0 and report["registers"] > 0
 
 
