@@ -35,8 +35,8 @@ def header(report: dict[str, Any]) -> list[str]:
         f"nd2 {versions.get('nd2', '?')}; {report['threads']} decode threads; "
         f"batches of {first}, then {size} frames, a ring of {report['ring']}. "
         f"Frames of {ny}x{nx}, each workload's distinct frames tiled to N frames "
-        f"per file (files in memory); device times by CUDA events around "
-        f"{report['passes']} passes queued behind a spin kernel.",
+        f"per file (files in memory); device times by CUDA events ("
+        f"{report['passes']} passes a timing, queued behind a spin kernel).",
     ]
     if report["dry_run"]:
         lines.append(
