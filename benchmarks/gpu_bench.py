@@ -69,14 +69,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, parse_shape, read_nd2, write_results
+from common import RESULTS, parse_shape, read_nd2, run_header, write_results
 from gpu_report import markdown
 from gpu_timing import Gpu, check_spin_source
 from workloads import FRAME_SHAPE, WORKLOADS
 
 import nd2gpu
 from nd2gpu._device import to_numpy
-from nd2gpu.cli.timing import machine_description
 
 #: Defaults (GPU, dry run) of the options that size the run.
 SIZES: dict[str, tuple[Any, Any]] = {
@@ -761,11 +760,11 @@ def workdir(parent: str | None) -> Iterator[Path]:
 
 
 def versions() -> dict[str, str]:
+    """Versions of the GPU stack (nd2's and nd2gpu's are in ``run_header``)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
     for name in (
-        "nd2",
         "numpy",
         "numba",
         "numba-cuda",
@@ -776,7 +775,6 @@ def versions() -> dict[str, str]:
     ):
         with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-    out["nd2gpu"] = nd2gpu.__version__
     return out
 
 
@@ -831,15 +829,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     gpu = Gpu(args.dry_run)
     from nd2gpu._backends.cuda import batches
-    from nd2gpu._decode.pool import worker_count
 
     names = args.workloads.split(",")
     report: dict[str, Any] = {
-        "machine": machine_description(),
+        **run_header(),
         "gpu": gpu.describe(),
         "dry_run": args.dry_run,
         "versions": versions(),
-        "threads": worker_count(),
         "batch_frames": [batches.FIRST_BATCH_FRAMES, batches.BATCH_FRAMES],
         "ring": batches.RING,
         "frame_shape": list(args.shape),

@@ -18,7 +18,6 @@ def times(ratio: float, extrapolated: bool = False) -> str:
 
 def header(report: dict[str, Any]) -> list[str]:
     gpu = report["gpu"]
-    versions = report.get("versions", {})
     device = gpu["device"]
     if "sm_count" in gpu:
         device += (
@@ -32,7 +31,8 @@ def header(report: dict[str, Any]) -> list[str]:
     first, size = report["batch_frames"]
     lines = [
         f"Machine: {report['machine']}; {device}; numba-cuda {gpu['numba_cuda']}; "
-        f"nd2 {versions.get('nd2', '?')}; {report['threads']} decode threads; "
+        f"nd2 {report['nd2_version']}; {report['threads']} decode threads, "
+        f"inflater {report['inflater']}; "
         f"batches of {first}, then {size} frames, a ring of {report['ring']}. "
         f"Frames of {ny}x{nx}, each workload's distinct frames tiled to N frames "
         f"per file (files in memory); device times by CUDA events ("

@@ -187,6 +187,8 @@ def test_gpu_report_renders_a_run_killed_half_way():
 
     report = {
         "machine": "m",
+        "nd2_version": "0.12.0",
+        "inflater": "isal",
         "gpu": {"device": "d", "numba_cuda": "0"},
         "dry_run": False,
         "threads": 16,
