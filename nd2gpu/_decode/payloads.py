@@ -96,9 +96,8 @@ class CallPayloads:
         if self._views is not None:
             return self._views[lo:hi], self._errors_in(lo, hi) if self._errors else None
         out: list[Payload | None] = []
-        for w, (a, b) in enumerate(self._windows):
-            if b <= lo or a >= hi:
-                continue
+        for w in range(lo // PREFETCH_FRAMES, (hi - 1) // PREFETCH_FRAMES + 1):
+            a, b = self._windows[w]
             out += self._window(w)[max(lo, a) - a : min(hi, b) - a]
         return out, self._errors_in(lo, hi)
 

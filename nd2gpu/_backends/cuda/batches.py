@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -322,9 +323,11 @@ class BatchPipeline:
                     stats.runs += batch.n_runs
                     stats.bytes_copied += batch.used_bytes
             finally:
-                # No task may read the file after it is released (on an error).
+                # No task may read the file after it is released (on an error:
+                # the first one is the one raised).
                 for b in list(in_flight):
-                    finished(b)
+                    with suppress(Exception):
+                        finished(b)
                 t = time.perf_counter()
                 self.device.finish()
                 stats.finish_s += time.perf_counter() - t
