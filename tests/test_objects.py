@@ -14,6 +14,7 @@ import math
 import tracemalloc
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nd2
@@ -538,6 +539,20 @@ def test_version_warning_as_decode(tmp_path):
     with pytest.warns(UserWarning, match="version 3 but got 4 in frame 1"):
         got = measure(path)
     assert got["label"].tolist() == [1]
+
+
+def test_concurrent_calls_keep_their_own_entries(make_nd2):
+    """Calls from several threads share the decode pool and its reused entry
+    tables; each gets its own file's table."""
+    paths = [
+        make_nd2(loops=(("T", 8),), frame_shape=(64, 80), name=f"{i}.nd2")[0]
+        for i in range(2)
+    ]
+    expected = [measure(p) for p in paths]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(measure, paths * 12))
+    for i, table in enumerate(got):
+        assert_tables_equal(table, expected[i % 2])
 
 
 # -------------------------------------------------------------------- memory

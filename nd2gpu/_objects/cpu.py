@@ -4,7 +4,9 @@
 A decode thread takes its frames one at a time (so that one inflated stream is
 alive per thread), records the frame's runs, releases the stream, rewrites the
 runs only if some overlap, and reduces them into the entries of its table.
-Memory per thread: a frame's stream, its runs, and the entries.
+Memory per thread: a frame's stream, its runs, and the entries. The tables are
+reused from call to call (taken from a free list, given back once their entries
+are copied, in job order, into the call's one result).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,13 +41,15 @@ def _readonly(image: np.ndarray) -> np.ndarray:
 
 
 _NO_IMAGE = _readonly(np.zeros((1, 1), np.uint8))
-_local = threading.local()
+_free_lock = threading.Lock()
 _NO_SPACING = np.ones(2, np.float64)
 
 
 class Entries:
     """A growable table of object entries (``ok.STAT_FIELDS`` integers and
-    ``ok.FLOAT_FIELDS`` floats per object): a thread's, reused by its calls."""
+    ``ok.FLOAT_FIELDS`` floats per object): a task's, reused by later tasks."""
+
+    _free: ClassVar[list[Entries]] = []
 
     def __init__(self) -> None:
         self.stats = np.empty((FIRST_ENTRIES, ok.STAT_FIELDS), np.int64)
@@ -53,14 +57,17 @@ class Entries:
         self.n = 0
 
     @classmethod
-    def of_thread(cls) -> Entries:
-        """This thread's table, emptied."""
-        try:
-            entries: Entries = _local.entries
-        except AttributeError:
-            entries = _local.entries = cls()
+    def take(cls) -> Entries:
+        """An empty table no other task holds (see ``give_back``)."""
+        with _free_lock:
+            entries = cls._free.pop() if cls._free else cls()
         entries.n = 0
         return entries
+
+    def give_back(self) -> None:
+        """Let a later task reuse this table (its entries are not read again)."""
+        with _free_lock:
+            self._free.append(self)
 
     def grow(self, need: int) -> None:
         capacity = max(need, self.stats.shape[0] * 3 // 2)
@@ -70,9 +77,26 @@ class Entries:
             new[: self.n] = old[: self.n]
             setattr(self, name, new)
 
-    def table(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the entries in use."""
-        return self.stats[: self.n].copy(), self.fstats[: self.n].copy()
+
+def in_job_order(tables: list[Entries]) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of ``tables`` in one table, ordered by job (stably: each
+    frame's entries are together and sorted by label already in its task's
+    table), gathered straight into the result."""
+    jobs = np.concatenate([t.stats[: t.n, ok.S_FRAME] for t in tables])
+    order = np.argsort(jobs, kind="stable")
+    del jobs
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    del order
+    stats = np.empty((rank.shape[0], ok.STAT_FIELDS), np.int64)
+    fstats = np.empty((rank.shape[0], ok.FLOAT_FIELDS), np.float64)
+    lo = 0
+    for t in tables:
+        where = rank[lo : lo + t.n]
+        stats[where] = t.stats[: t.n]
+        fstats[where] = t.fstats[: t.n]
+        lo += t.n
+    return stats, fstats
 
 
 def measure_cpu(
@@ -105,10 +129,10 @@ def measure_cpu(
     int_sums = has_image and ok.integer_sums(images.dtype)  # type: ignore[union-attr]
     scale = _NO_SPACING if spacing is None else np.asarray(spacing, np.float64)
 
-    def task(groups: Groups) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    def task(groups: Groups) -> tuple[Any, Entries]:
         runs = thread_run_list()
         spans = np.zeros((GROUP_FRAMES, 2), np.int64)
-        entries = Entries.of_thread()
+        entries = Entries.take()
         reader = images.reader() if images is not None else nullcontext(None)
         with reader as image_of:
             measure = _measurer(
@@ -131,19 +155,19 @@ def measure_cpu(
             failure = run_groups(
                 payloads, groups, cap, frame_shape, results, consume, finish=measure
             )
-        return failure, entries.table()
+        return failure, entries
 
     with plan.source.reading() as index:
         payloads = CallPayloads(plan, index)
         done = run_parallel(task, plan.n_jobs, nrows * ncols, most=1)
-    raise_failure(plan, [failure for failure, _ in done])
-    plan.warn_versions(results)
-    stats = np.concatenate([table[0] for _, table in done])
-    fstats = np.concatenate([table[1] for _, table in done])
-    # Threads claimed frames in turn: put the entries back in job order (each
-    # frame's entries are together and sorted by label already).
-    order = np.argsort(stats[:, ok.S_FRAME], kind="stable")
-    return stats[order], fstats[order]
+    tables = [entries for _, entries in done]
+    try:
+        raise_failure(plan, [failure for failure, _ in done])
+        plan.warn_versions(results)
+        return in_job_order(tables)
+    finally:
+        for entries in tables:
+            entries.give_back()
 
 
 def _measurer(

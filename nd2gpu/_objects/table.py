@@ -117,12 +117,16 @@ def regionprops_table(
                 xp=xp,
             )
         )
-    columns = {
-        name: (
-            xp.concatenate([p[name] for p in parts])
-            if parts
-            else xp.empty(0, column_dtype(name))
-        )
-        for name in names
-    }
+        del stats, fstats
+    if len(parts) == 1:
+        columns = parts.pop()
+    else:
+        columns = {
+            name: (
+                xp.concatenate([p[name] for p in parts])
+                if parts
+                else xp.empty(0, column_dtype(name))
+            )
+            for name in names
+        }
     return to_device_columns(columns) if dev == "cuda" else columns
