@@ -53,6 +53,23 @@ def integer_sums(image_dtype: np.dtype) -> bool:
 
 
 @njit(nogil=True, cache=True)
+def place_entries(stats, fstats, n, first_row, out_stats, out_fstats):
+    """Copy entries ``:n`` (each job's together) to their rows in job order:
+    job ``j``'s entries from row ``first_row[j]`` of the outputs on."""
+    job = np.int64(-1)
+    r = np.int64(0)
+    for i in range(n):
+        if stats[i, S_FRAME] != job:
+            job = stats[i, S_FRAME]
+            r = first_row[job]
+        for f in range(stats.shape[1]):
+            out_stats[r, f] = stats[i, f]
+        for f in range(fstats.shape[1]):
+            out_fstats[r, f] = fstats[i, f]
+        r += 1
+
+
+@njit(nogil=True, cache=True)
 def _entry_labels(values, lo, hi, scratch):
     """The distinct nonzero values of runs ``lo:hi``, sorted, in ``scratch``."""
     k = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._overlap_kernels import find_overlap, resolve_later_wins
+from ._overlap_kernels import find_overlap, overlaps_by_row, resolve_later_wins
 from ._parse_kernels import ABSENT, OK, R_PIXELS, R_RUNS, R_STATUS, walk_frame
 
 #: ``results`` field: 1 where ``resolve_group`` rewrote the frame's runs.
@@ -98,14 +98,28 @@ def record_group(
 
 @njit(nogil=True, cache=True)
 def resolve_group(
-    rows, cols, lengths, values, spans, first, n, nrows, counts, order, tail, results
+    rows,
+    cols,
+    lengths,
+    values,
+    spans,
+    first,
+    n,
+    nrows,
+    counts,
+    order,
+    keys,
+    tail,
+    results,
 ):
     """Rewrite the runs of every recorded frame of ``first:n`` that overlap.
 
     ``tail[0]`` is the end of the run list in use; a rewritten frame's runs are
     appended there (``spans`` and ``tail[0]`` updated; ``results[i,
     R_RESOLVED]`` set to 1). ``counts`` and ``order`` are ``find_overlap``'s
-    scratch (``order`` as long as the run list).
+    scratch (``order`` as long as the run list), and with a row table
+    ``keys`` (int64, as long as the run list) is ``overlaps_by_row``'s, which
+    checks each frame first.
 
     Returns
     -------
@@ -121,7 +135,11 @@ def resolve_group(
         lo = spans[i, 0]
         hi = spans[i, 1]
         result[R_RESOLVED] = 0
-        if not find_overlap(rows, cols, lengths, lo, hi, nrows, counts, order):
+        if counts.shape[0]:
+            if not overlaps_by_row(rows, cols, lengths, lo, hi, nrows, counts, keys):
+                continue
+            find_overlap(rows, cols, lengths, lo, hi, nrows, counts, order)
+        elif not find_overlap(rows, cols, lengths, lo, hi, nrows, counts, order):
             continue
         end = tail[0]
         need = end + 2 * (hi - lo)

@@ -10,6 +10,7 @@ from kernel_cases import MANY, Frames, frames_of, run_frames
 from nd2gpu.kernels._overlap_kernels import (
     find_overlap,
     group_by_row,
+    overlaps_by_row,
     resolve_later_wins,
     row_table,
 )
@@ -21,6 +22,24 @@ def check(frames: Frames, i: int, counts=None) -> bool:
     counts = row_table(frames.nrows) if counts is None else counts
     return find_overlap(
         frames.rows, frames.cols, frames.lengths, lo, hi, frames.nrows, counts, order
+    )
+
+
+def check_by_row(frames: Frames, i: int) -> bool:
+    """``overlaps_by_row`` on frame ``i``."""
+    lo, hi = (int(x) for x in frames.spans[i])
+    keys = np.empty(max(1, hi - lo), np.int64)
+    return bool(
+        overlaps_by_row(
+            frames.rows,
+            frames.cols,
+            frames.lengths,
+            lo,
+            hi,
+            frames.nrows,
+            row_table(frames.nrows),
+            keys,
+        )
     )
 
 
@@ -52,6 +71,33 @@ def test_find_overlap_is_exact(frames):
         assert check(frames, i) == frames.overlaps(i)
         # Tall frames group runs by a sort instead of a row table.
         assert check(frames, i, np.empty(0, np.int32)) == frames.overlaps(i)
+
+
+@MANY
+@given(run_frames(overlap=True, max_pixels=1200, max_cols=300))
+def test_the_row_check_is_exact(frames):
+    for i in range(frames.n_frames):
+        assert check_by_row(frames, i) == frames.overlaps(i)
+
+
+@MANY
+@given(run_frames(overlap=False, max_pixels=1200, max_cols=300))
+def test_the_row_check_passes_disjoint_runs(frames):
+    for i in range(frames.n_frames):
+        assert not check_by_row(frames, i)
+
+
+def test_the_row_check_on_touching_and_long_rows():
+    touching = frames_of(
+        2, 10, [[(0, 0, 3, 1), (0, 3, 7, 2), (1, 5, 5, 3), (1, 0, 5, 4)]]
+    )
+    assert not check_by_row(touching, 0)
+    many = frames_of(1, 400, [[(0, 10 * k, 10, k + 1) for k in range(40)][::-1]])
+    assert not check_by_row(many, 0)  # more runs than the insertion sort takes
+    many.cols[0] = 385  # the first (rightmost) run now overlaps its neighbour
+    assert check_by_row(many, 0)
+    nested = frames_of(1, 50, [[(0, 0, 40, 1), (0, 10, 5, 2), (0, 30, 5, 3)]])
+    assert check_by_row(nested, 0)
 
 
 @MANY

@@ -31,7 +31,7 @@ class RunList:
         self.cols = np.empty(0, np.int32)
         self.lengths = np.empty(0, np.int32)
         self.values = np.empty(0, np.uint16)
-        self.order = np.empty(0, np.int32)
+        self._set_scratch(0)
         self.counts = np.empty(0, np.int32)
         self.tail = np.zeros(2, np.int64)
 
@@ -48,7 +48,14 @@ class RunList:
             new = np.empty(capacity, old.dtype)
             new[:keep] = old[:keep]
             setattr(self, name, new)
-        self.order = np.empty(capacity, np.int32)
+        self._set_scratch(capacity)
+
+    def _set_scratch(self, capacity: int) -> None:
+        # One buffer for two uses that never overlap in time: the int64 keys of
+        # ``overlaps_by_row``, then (a frame that overlaps) the int32 order of
+        # ``find_overlap``; the objects kernels' order after that.
+        self.keys = np.empty(capacity, np.int64)
+        self.order = self.keys.view(np.int32)
 
     def rows_for(self, nrows: int) -> np.ndarray:
         """The row table of ``find_overlap`` for frames of ``nrows`` rows."""
@@ -115,6 +122,7 @@ class RunList:
                     nrows,
                     counts,
                     self.order,
+                    self.keys,
                     self.tail,
                     results,
                 )

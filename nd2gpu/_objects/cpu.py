@@ -78,24 +78,19 @@ class Entries:
             setattr(self, name, new)
 
 
-def in_job_order(tables: list[Entries]) -> tuple[np.ndarray, np.ndarray]:
-    """The entries of ``tables`` in one table, ordered by job (stably: each
-    frame's entries are together and sorted by label already in its task's
-    table), gathered straight into the result."""
-    jobs = np.concatenate([t.stats[: t.n, ok.S_FRAME] for t in tables])
-    order = np.argsort(jobs, kind="stable")
-    del jobs
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
-    del order
-    stats = np.empty((rank.shape[0], ok.STAT_FIELDS), np.int64)
-    fstats = np.empty((rank.shape[0], ok.FLOAT_FIELDS), np.float64)
-    lo = 0
+def in_job_order(tables: list[Entries], n_jobs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of ``tables`` in one table, in job order (each job's entries
+    are together and sorted by label in its task's table), copied straight
+    into the result."""
+    counts = np.zeros(n_jobs + 1, np.int64)
     for t in tables:
-        where = rank[lo : lo + t.n]
-        stats[where] = t.stats[: t.n]
-        fstats[where] = t.fstats[: t.n]
-        lo += t.n
+        counts[1:] += np.bincount(t.stats[: t.n, ok.S_FRAME], minlength=n_jobs)
+    first_row = np.cumsum(counts)
+    total = int(first_row[-1])
+    stats = np.empty((total, ok.STAT_FIELDS), np.int64)
+    fstats = np.empty((total, ok.FLOAT_FIELDS), np.float64)
+    for t in tables:
+        ok.place_entries(t.stats, t.fstats, t.n, first_row, stats, fstats)
     return stats, fstats
 
 
@@ -164,7 +159,7 @@ def measure_cpu(
     try:
         raise_failure(plan, [failure for failure, _ in done])
         plan.warn_versions(results)
-        return in_job_order(tables)
+        return in_job_order(tables, plan.n_jobs)
     finally:
         for entries in tables:
             entries.give_back()
