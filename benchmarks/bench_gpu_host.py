@@ -12,7 +12,8 @@ staged batches into a NumPy block. For each workload written as an ND2 file:
   but does not paint), against ``inflate_ms_per_frame``: inflating the same
   payloads in the same number of threads, the same run, alternated, medians;
 - ``python_calls_per_frame`` (all threads) and ``gil_us_per_frame`` (py-spy,
-  null without it);
+  null without it), beside ``floor_gil_us_per_frame`` (the floor's own run
+  sampled the same way) and ``gil_us_above_floor``;
 - ``h2d_bytes_per_frame`` and, per batch, the device calls the real device side
   makes: copies, launches, event records, waits.
 
@@ -39,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, build, payloads, read_nd2, run_header, write_results
 from host_device import HostDevice
-from python_cost import count_calls, gil_seconds, py_spy
+from python_cost import count_calls, gil_profile, py_spy
 
 import nd2gpu
 from nd2gpu._backends.cuda.batches import BatchPipeline
@@ -108,6 +109,8 @@ def bench_workload(path: Path, repeats: int, gil: bool) -> dict:
         "inflate_ms_per_frame": statistics.median(floors) / n * 1e3,
         "python_calls_per_frame": python_calls,
         "gil_us_per_frame": None,
+        "floor_gil_us_per_frame": None,
+        "gil_us_above_floor": None,
         "h2d_bytes_per_frame": bytes_copied / (runs * n),
         "batches_per_call": batches / runs,
         "per_batch": {
@@ -119,10 +122,9 @@ def bench_workload(path: Path, repeats: int, gil: bool) -> dict:
         },
     }
     row["host_over_inflate"] = row["host_ms_per_frame"] / row["inflate_ms_per_frame"]
-    if gil:
-        measured = gil_seconds(["gpu-host", str(path)])
-        if measured is not None and measured[1]:
-            row["gil_us_per_frame"] = measured[0] / measured[1] * 1e6
+    profile = gil_profile("gpu-host", path) if gil else None
+    if profile is not None:
+        row.update(profile)
     return row
 
 
@@ -167,16 +169,20 @@ def markdown(r: dict) -> str:
         "",
         "| workload | exact | host ms/frame | inflate ms/frame | host / inflate "
         f"(goal <= {r['goal_host_over_inflate']}) | Python calls/frame | GIL µs/frame "
-        "| H2D bytes/frame | copies, launches, events, syncs per batch |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "sampled: host, floor | above the floor | H2D bytes/frame "
+        "| copies, launches, events, syncs per batch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, w in r["workloads"].items():
-        gil = "-" if w["gil_us_per_frame"] is None else f"{w['gil_us_per_frame']:.1f}"
+        gil, above = "-", "-"
+        if w["gil_us_per_frame"] is not None:
+            gil = f"{w['gil_us_per_frame']:.1f}, {w['floor_gil_us_per_frame']:.1f}"
+            above = f"{w['gil_us_above_floor']:.1f}"
         b = w["per_batch"]
         lines.append(
             f"| {name} | {w['exact']} | {w['host_ms_per_frame']:.3f} "
             f"| {w['inflate_ms_per_frame']:.3f} | {w['host_over_inflate']:.2f} "
-            f"| {w['python_calls_per_frame']:.1f} | {gil} "
+            f"| {w['python_calls_per_frame']:.1f} | {gil} | {above} "
             f"| {w['h2d_bytes_per_frame']:,.0f} | {b['copies']:.2f}, "
             f"{b['launches']:.2f}, {b['events']:.2f}, {b['syncs']:.2f} |"
         )

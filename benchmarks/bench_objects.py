@@ -105,10 +105,12 @@ def table_from_dense_cucim(path: Path) -> dict[str, Any]:
 
 
 def _concat(parts: list[tuple[int, dict]]) -> dict[str, np.ndarray]:
-    names = ["frame", *parts[0][1]] if parts else ["frame"]
+    """One table from per-frame tables; the files have one T loop, so a row's
+    ``T`` is its frame."""
+    names = ["frame", "T", *parts[0][1]] if parts else ["frame", "T"]
     out = {}
     for name in names:
-        if name == "frame":
+        if name in ("frame", "T"):
             pieces = [np.full(len(t["label"]), seq, np.int64) for seq, t in parts]
         else:
             pieces = [np.asarray(t[name]) for _, t in parts]

@@ -30,6 +30,7 @@ CASES = {
     "loader": "layer.decode(16 random frames, out=buf), batch after batch",
     "objects": "layer.regionprops_table(): every frame's objects",
     "gpu-host": "the CUDA pipeline's host half (device calls on the host, no paint)",
+    "inflate": "the floor's own work: the payloads inflated in the decode threads",
 }
 #: Batches a loader pass decodes.
 LOADER_BATCHES = 8
@@ -79,6 +80,8 @@ def make_case(
             BatchPipeline(device, shape, device.ring).run(plan, bases)
 
         return host_half, n
+    if name == "inflate":
+        return make_floor("objects", path, batch)
     raise ValueError(f"unknown case {name!r}; cases: {', '.join(CASES)}")
 
 
@@ -115,6 +118,6 @@ def make_floor(
                 list(pool.map(decompress, [data[i] for i in frames]))
 
         return loader, batch * len(batches)
-    if name in ("objects", "gpu-host"):
+    if name in ("objects", "gpu-host", "inflate"):
         return (lambda: list(pool.map(decompress, data))), len(data)
     raise ValueError(f"unknown case {name!r}")

@@ -59,6 +59,54 @@ def test_cpu_benchmark_runs(tmp_path):
 
 
 @pytest.mark.slow
+def test_front_benchmark_runs(tmp_path):
+    done = run_script(
+        "bench_front.py",
+        *("--size", "64", "--frames", "4", "--repeats", "1", "--no-gil"),
+        *("--out", str(tmp_path), "--tag", "smoke"),
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert set(report["cases"]) == {"asarray", "loader", "objects", "gpu-host"}
+    for row in report["cases"].values():
+        assert row["ms_per_frame"] > 0 and row["floor_ms_per_frame"] > 0
+        assert row["python_calls_per_frame"] > 0
+        assert row["gil_us_per_frame"] is None  # --no-gil
+    assert "| objects |" in (tmp_path / "smoke.md").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_host_benchmark_runs(tmp_path):
+    done = run_script(
+        "bench_gpu_host.py",
+        *("--size", "64", "--frames", "8", "--repeats", "1", "--no-gil", "--json"),
+        *("--workloads", "cells,dense", "--out", str(tmp_path), "--tag", "smoke"),
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report == json.loads((tmp_path / "smoke.json").read_text())
+    assert set(report["workloads"]) == {"cells", "dense"}
+    for row in report["workloads"].values():
+        assert row["exact"] is True
+        assert row["host_ms_per_frame"] > 0 and row["inflate_ms_per_frame"] > 0
+        assert row["h2d_bytes_per_frame"] > 0 and row["python_calls_per_frame"] > 0
+        assert set(row["per_batch"]) >= {"copies", "launches", "events", "syncs"}
+
+
+@pytest.mark.slow
+def test_objects_benchmark_runs(tmp_path):
+    done = run_script(
+        "bench_objects.py",
+        *("--size", "64", "--frames", "2", "--repeats", "1", "--warmup", "1"),
+        *("--dense-repeats", "1", "--workloads", "cells", "--out", str(tmp_path)),
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "objects-cpu.json").read_text())
+    assert report["frame_shape"] == [64, 64]
+    assert set(report["workloads"]) == {"cells"}
+
+
+@pytest.mark.slow
 def test_dataset_benchmark_quick(tmp_path):
     done = run_script("bench_dataset.py", "--quick", "--json", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
