@@ -44,6 +44,12 @@ F_MAX = 4
 FLOAT_FIELDS = 5
 
 _BIG = np.int64(1) << np.int64(62)
+#: Largest label value (uint16 masks).
+MAX_LABEL = 65535
+#: Frames with more distinct labels than this find their entries in a table
+#: indexed by label (zeroing and scanning it costs about as much as sorting
+#: this many), the others by binary search in the sorted labels.
+SORTED_LABELS = 2048
 
 
 def integer_sums(image_dtype: np.dtype) -> bool:
@@ -71,7 +77,9 @@ def place_entries(stats, fstats, n, first_row, out_stats, out_fstats):
 
 @njit(nogil=True, cache=True)
 def _entry_labels(values, lo, hi, scratch):
-    """The distinct nonzero values of runs ``lo:hi``, sorted, in ``scratch``."""
+    """The distinct nonzero values of runs ``lo:hi``, sorted, in ``scratch``,
+    and where there are many of them, a table of each value's position in them
+    (else an empty one: look them up with ``_find_entry``)."""
     k = 0
     last = -1
     for i in range(lo, hi):
@@ -80,6 +88,17 @@ def _entry_labels(values, lo, hi, scratch):
             scratch[k] = v
             k += 1
             last = v
+    if k > SORTED_LABELS:
+        index = np.zeros(MAX_LABEL + 1, np.int32)
+        for j in range(k):
+            index[scratch[j]] = 1
+        m = 0
+        for v in range(1, MAX_LABEL + 1):
+            if index[v]:
+                scratch[m] = v
+                index[v] = m
+                m += 1
+        return scratch[:m], index
     labels = scratch[:k]
     labels.sort()
     m = 0
@@ -87,7 +106,7 @@ def _entry_labels(values, lo, hi, scratch):
         if j == 0 or labels[j] != labels[m - 1]:
             labels[m] = labels[j]
             m += 1
-    return labels[:m]
+    return labels[:m], np.empty(0, np.int32)
 
 
 @njit(nogil=True, cache=True)
@@ -146,7 +165,7 @@ def measure_frame(
         One past the frame's last entry, or ``-(rows needed)`` when the table
         is too short (grow it and call again).
     """
-    labels = _entry_labels(values, lo, hi, scratch)
+    labels, index = _entry_labels(values, lo, hi, scratch)
     m = labels.shape[0]
     if first + m > stats.shape[0]:
         return -(first + m)
@@ -167,7 +186,7 @@ def measure_frame(
         if v == 0:
             continue
         if v != last_value:
-            e = first + _find_entry(labels, v)
+            e = first + (index[v] if index.shape[0] else _find_entry(labels, v))
             last_value = v
         s = stats[e]
         row = np.int64(rows[i])

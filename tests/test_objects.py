@@ -39,6 +39,7 @@ from nd2gpu._objects import (
     PROPERTIES,
     PROPERTY_COLUMNS,
 )
+from nd2gpu.kernels import _objects_kernels as ok
 from nd2gpu.kernels._record_kernels import R_RESOLVED
 
 ALL = DEFAULT_PROPERTIES + INTENSITY_PROPERTIES
@@ -539,6 +540,24 @@ def test_version_warning_as_decode(tmp_path):
     with pytest.warns(UserWarning, match="version 3 but got 4 in frame 1"):
         got = measure(path)
     assert got["label"].tolist() == [1]
+
+
+def test_frames_of_many_labels(tmp_path, rng):
+    """Past ``SORTED_LABELS`` distinct labels a frame finds its entries in a
+    table indexed by label: the same table as skimage's, with intensities."""
+    labels = np.zeros((2, 96, 128), np.uint16)
+    ids = rng.choice(np.arange(1, 65536), 48 * 60, replace=False).astype(np.uint16)
+    for k, value in enumerate(ids):  # objects of 1-2 pixels on a grid
+        r, c = divmod(k, 60)
+        labels[0, 2 * r, 2 * c : 2 * c + 1 + k % 2] = value
+    labels[1, :, :] = labels[0, ::-1, :]
+    labels[1, 0, 0] = 65535
+    path = write_nd2(tmp_path / "many.nd2", labels)
+    images = rng.integers(0, 1000, labels.shape).astype(np.uint16)
+    props = [*DEFAULT_PROPERTIES, "intensity_mean", "intensity_max"]
+    got = measure(path, properties=props, intensity=images)
+    assert len(np.unique(labels[0])) - 1 > ok.SORTED_LABELS
+    assert_tables_equal(got, reference_table(path, properties=props, images=images))
 
 
 def test_concurrent_calls_keep_their_own_entries(make_nd2):

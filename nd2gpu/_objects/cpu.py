@@ -87,8 +87,9 @@ def in_job_order(tables: list[Entries], n_jobs: int) -> tuple[np.ndarray, np.nda
         counts[1:] += np.bincount(t.stats[: t.n, ok.S_FRAME], minlength=n_jobs)
     first_row = np.cumsum(counts)
     total = int(first_row[-1])
-    stats = np.empty((total, ok.STAT_FIELDS), np.int64)
-    fstats = np.empty((total, ok.FLOAT_FIELDS), np.float64)
+    # Field-major, so that each column of the table is read contiguously.
+    stats = np.empty((ok.STAT_FIELDS, total), np.int64).T
+    fstats = np.empty((ok.FLOAT_FIELDS, total), np.float64).T
     for t in tables:
         ok.place_entries(t.stats, t.fstats, t.n, first_row, stats, fstats)
     return stats, fstats
