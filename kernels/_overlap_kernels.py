@@ -39,6 +39,17 @@ def row_table(nrows: int) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
+def _row_offsets(rows, lo, hi, nrows, counts):
+    """``counts[r]``: where row ``r``'s runs of ``lo:hi`` start when grouped by
+    row (a counting sort's offsets)."""
+    counts[: nrows + 1] = 0
+    for i in range(lo, hi):
+        counts[rows[i] + 1] += 1
+    for r in range(nrows):
+        counts[r + 1] += counts[r]
+
+
+@njit(nogil=True, cache=True)
 def overlaps_by_row(rows, cols, lengths, lo, hi, nrows, counts, keys):
     """Whether two of runs ``lo:hi`` (one frame) share a pixel: ``find_overlap``
     without its indirection, about a third cheaper.
@@ -47,11 +58,7 @@ def overlaps_by_row(rows, cols, lengths, lo, hi, nrows, counts, keys):
     least ``hi - lo`` entries) scratch: each run's ``col << 32 | end`` grouped
     by row with a counting sort, then sorted within its row.
     """
-    counts[: nrows + 1] = 0
-    for i in range(lo, hi):
-        counts[rows[i] + 1] += 1
-    for r in range(nrows):
-        counts[r + 1] += counts[r]
+    _row_offsets(rows, lo, hi, nrows, counts)
     for i in range(lo, hi):
         r = rows[i]
         c = np.int64(cols[i])
@@ -90,11 +97,7 @@ def group_by_row(rows, lo, hi, nrows, counts, order):
     without (an empty ``counts``), a stable merge sort.
     """
     if counts.shape[0] >= nrows + 1:
-        counts[: nrows + 1] = 0
-        for i in range(lo, hi):
-            counts[rows[i] + 1] += 1
-        for r in range(nrows):
-            counts[r + 1] += counts[r]
+        _row_offsets(rows, lo, hi, nrows, counts)
         for i in range(lo, hi):
             r = rows[i]
             order[counts[r]] = i
