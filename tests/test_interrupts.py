@@ -45,6 +45,22 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own SIGINT handler (KeyboardInterrupt), as at a terminal, even
+    where the test run was started with SIGINT ignored (a background job): the
+    children started here then get SIGINT's default too, as exec resets a
+    caught signal (an ignored one stays ignored)."""
+    if os.name != "posix":
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # --------------------------------------------------------------------- in process
 
 
