@@ -39,6 +39,7 @@ from nd2gpu._objects import (
     PROPERTIES,
     PROPERTY_COLUMNS,
 )
+from nd2gpu._objects import cpu as objects_cpu
 from nd2gpu.kernels import _objects_kernels as ok
 from nd2gpu.kernels._record_kernels import R_RESOLVED
 
@@ -558,6 +559,19 @@ def test_frames_of_many_labels(tmp_path, rng):
     got = measure(path, properties=props, intensity=images)
     assert len(np.unique(labels[0])) - 1 > ok.SORTED_LABELS
     assert_tables_equal(got, reference_table(path, properties=props, images=images))
+
+
+def test_entry_tables_kept_for_later_calls_are_cut_back(make_nd2, monkeypatch):
+    path, _ = make_nd2(loops=(("T", 6),), frame_shape=(40, 50))
+    expected = measure(path)
+    monkeypatch.setattr(objects_cpu, "KEPT_ENTRIES", 8)
+    monkeypatch.setattr(objects_cpu, "FIRST_ENTRIES", 4)
+    monkeypatch.setattr(objects_cpu.Entries, "_free", [])
+    for _ in range(2):  # the second call regrows the tables cut back
+        assert_tables_equal(measure(path), expected)
+        assert objects_cpu.Entries._free
+        assert all(t.stats.shape[0] <= 8 for t in objects_cpu.Entries._free)
+    assert len(expected["label"]) > 8
 
 
 def test_concurrent_calls_keep_their_own_entries(make_nd2):

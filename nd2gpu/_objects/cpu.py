@@ -28,8 +28,11 @@ from ..kernels import _objects_kernels as ok
 from ..kernels._parse_kernels import GROUP_FRAMES, R_STATUS
 from .intensity import Images, image_for_kernel
 
-#: Rows of a thread's entry table at first (grown by half when full).
+#: Rows of an entry table at first (grown by half when full).
 FIRST_ENTRIES = 1024
+#: Most rows a table keeps for later calls (about 7.9 MB): a larger one is cut
+#: back to this when given back, so that memory returns after a large call.
+KEPT_ENTRIES = 1 << 16
 
 
 def _readonly(image: np.ndarray) -> np.ndarray:
@@ -65,7 +68,11 @@ class Entries:
         return entries
 
     def give_back(self) -> None:
-        """Let a later task reuse this table (its entries are not read again)."""
+        """Let a later task reuse this table (its entries are not read again),
+        cut back to ``KEPT_ENTRIES`` rows."""
+        if self.stats.shape[0] > KEPT_ENTRIES:
+            self.stats = np.empty((KEPT_ENTRIES, ok.STAT_FIELDS), np.int64)
+            self.fstats = np.empty((KEPT_ENTRIES, ok.FLOAT_FIELDS), np.float64)
         with _free_lock:
             self._free.append(self)
 
