@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The package's data besides its modules.
-DATA = {"nd2gpu/py.typed", "nd2gpu/data/sample.nd2"}
+DATA = {"nd2gpu/py.typed", "nd2gpu/data/sample.nd2", "nd2gpu/napari/napari.yaml"}
 #: What builds the wheel, in the sdist's top folder.
 SDIST_TOP = {"pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "PKG-INFO"}
 
