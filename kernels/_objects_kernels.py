@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from nd2gpu._format.mask_stream import MAX_LABEL
+
 #: Integer fields of an entry.
 S_FRAME = 0  # the frame's position in the call
 S_LABEL = 1
@@ -44,8 +46,6 @@ F_MAX = 4
 FLOAT_FIELDS = 5
 
 _BIG = np.int64(1) << np.int64(62)
-#: Largest label value (uint16 masks).
-MAX_LABEL = 65535
 #: Frames with more distinct labels than this find their entries in a table
 #: indexed by label (zeroing and scanning it costs about as much as sorting
 #: this many), the others by binary search in the sorted labels.
