@@ -118,6 +118,6 @@ def make_floor(
                 list(pool.map(decompress, [data[i] for i in frames]))
 
         return loader, batch * len(batches)
-    if name in ("objects", "gpu-host", "inflate"):
+    if name in ("objects", "gpu-host"):
         return (lambda: list(pool.map(decompress, data))), len(data)
     raise ValueError(f"unknown case {name!r}")

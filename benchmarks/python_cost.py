@@ -24,6 +24,7 @@ its causes:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import subprocess
@@ -134,15 +135,28 @@ def gil_seconds(case: list[str]) -> tuple[float, int] | None:
     return samples / SPY_RATE, frames
 
 
-def gil_profile(case: str, path: Path) -> dict[str, float] | None:
-    """GIL µs per frame of ``case`` on ``path``, of the floor's run (case
-    ``inflate``) on the same file, and the case's excess over the floor's."""
+def gil_us(case: str, path: Path) -> float | None:
+    """GIL µs per frame of ``case`` on ``path`` (None without py-spy)."""
     measured = gil_seconds([case, str(path)])
-    floor = gil_seconds(["inflate", str(path)])
-    if measured is None or floor is None or not measured[1] or not floor[1]:
+    if measured is None or not measured[1]:
         return None
-    us = measured[0] / measured[1] * 1e6
-    floor_us = floor[0] / floor[1] * 1e6
+    return measured[0] / measured[1] * 1e6
+
+
+@functools.cache
+def floor_gil_us(path: Path) -> float | None:
+    """``gil_us`` of the floor's run (case ``inflate``) on ``path``, sampled
+    once per file however many cases compare with it."""
+    return gil_us("inflate", path)
+
+
+def gil_profile(case: str, path: Path) -> dict[str, float] | None:
+    """GIL µs per frame of ``case`` on ``path``, of the floor's run on the same
+    file, and the case's excess over the floor's."""
+    us = gil_us(case, path)
+    floor_us = floor_gil_us(path)
+    if us is None or floor_us is None:
+        return None
     return {
         "gil_us_per_frame": us,
         "floor_gil_us_per_frame": floor_us,
